@@ -1,0 +1,152 @@
+"""Batches for Keras from a DataReader: the split, the one image-preparation function, and imgaug jitter.
+
+An item's split depends only on its id and the seed, so it is the same on every run and machine, and adding
+data never moves an existing validation item into training. Shuffling and jitter are seeded from
+(seed, epoch, batch index): a run repeats for a seed, and worker processes never repeat each other.
+"""
+import math
+
+import keras
+import numpy as np
+from PIL import Image
+
+from errors import UserError
+from reader import mix64
+
+if not hasattr(np, "sctypes"):  # imgaug 0.4 reads names that NumPy 2 removed; restore them before importing it
+    np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64],
+                  "uint": [np.uint8, np.uint16, np.uint32, np.uint64],
+                  "float": [np.float16, np.float32, np.float64],
+                  "complex": [np.complex64, np.complex128],
+                  "others": [bool, object, bytes, str, np.void]}
+if not hasattr(np, "complex"):
+    np.complex = complex
+import imgaug.augmenters as iaa  # noqa: E402  (needs the names above)
+
+MODES = ("train", "val", "test")
+
+
+def prepare(image, input_size, channels):
+    """uint8 H×W×C of any size and channel count -> uint8 at `input_size` (H, W) with `channels` channels.
+
+    The single place where images are resized and converted: training, calibration, evaluation and
+    prediction all go through it, so a deployed model sees exactly what training saw."""
+    height, width = input_size
+    if image.shape[2] == channels and image.shape[:2] == (height, width):
+        return image
+    picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    picture = picture.convert("L" if channels == 1 else "RGB")
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.BILINEAR)
+    array = np.asarray(picture, dtype=np.uint8)
+    return array[:, :, None] if channels == 1 else array
+
+
+def in_train_split(id_keys, seed, train_ratio):
+    """True for items that train: a uniform draw in [0, 1) from hash(id, seed), below the ratio."""
+    draws = mix64(np.asarray(id_keys, dtype=np.uint64) ^ mix64(np.uint64(seed)))
+    return (draws >> np.uint64(11)).astype(np.float64) / 2.0 ** 53 < train_ratio
+
+
+def select(reader, mode, seed=0, train_ratio=0.8, limit=None):
+    """Indices of the reader's items in a mode's split; `limit` keeps a seeded random sample of them."""
+    if mode not in MODES:
+        raise UserError(f"unknown mode '{mode}'; choose from: {', '.join(MODES)}")
+    if not 0.0 < train_ratio <= 1.0:
+        raise UserError(f"train_ratio must be in (0, 1], got {train_ratio}")
+    if mode == "test":
+        indices = np.arange(len(reader))
+    else:
+        train = in_train_split(reader.id_keys, seed, train_ratio)
+        indices = np.flatnonzero(train if mode == "train" else ~train)
+    if len(indices) == 0:
+        raise UserError(f"the {mode} split of {reader} is empty (train_ratio {train_ratio})")
+    if limit is not None and limit < len(indices):
+        indices = np.sort(np.random.default_rng([seed, len(indices)]).choice(indices, limit, replace=False))
+    return indices
+
+
+def drawing_augmenter():
+    """Small geometric changes for strokes on a plain background (either polarity: borders copy the edge)."""
+    return iaa.Sequential([
+        iaa.Fliplr(0.5),
+        iaa.Affine(scale=(0.85, 1.15), translate_percent=(-0.1, 0.1), rotate=(-15, 15), shear=(-8, 8),
+                   order=1, mode="edge"),
+    ])
+
+
+def photo_augmenter():
+    """Geometry, light and a little blur/noise: what changes between two photos of the same class."""
+    return iaa.Sequential([
+        iaa.Fliplr(0.5),
+        iaa.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10), order=1, mode="edge"),
+        iaa.Multiply((0.8, 1.2)),
+        iaa.LinearContrast((0.8, 1.2)),
+        iaa.Sometimes(0.3, iaa.GaussianBlur(sigma=(0.0, 1.0))),
+        iaa.Sometimes(0.2, iaa.AdditiveGaussianNoise(scale=(0, 0.03 * 255))),
+    ], random_order=False)
+
+
+def default_augmenter(channels):
+    """Grey inputs are taken to be drawings, colour inputs photos."""
+    return drawing_augmenter() if channels == 1 else photo_augmenter()
+
+
+class BatchGenerator(keras.utils.PyDataset):
+    """(float32 images 0–255, int32 labels) batches of one split of a reader.
+
+    `workers`, `use_multiprocessing` and `max_queue_size` go to PyDataset (Keras 3 takes them here, not in
+    fit). Set `epoch` before an epoch starts (the EpochSeed callback does) to reshuffle and re-jitter."""
+
+    def __init__(self, reader, mode="train", batch_size=32, input_size=(28, 28), channels=1, jitter=False,
+                 seed=0, train_ratio=0.8, limit=None, **kwargs):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+        self.reader, self.mode, self.batch_size = reader, mode, batch_size
+        self.input_size, self.channels, self.seed = tuple(input_size), channels, seed
+        self.indices = select(reader, mode, seed, train_ratio, limit)
+        self.augmenter = default_augmenter(channels) if jitter and mode == "train" else None
+        self.epoch = 0
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def order(self):
+        """This epoch's item order: shuffled from (seed, epoch) in train mode, fixed otherwise."""
+        if self.mode != "train":
+            return self.indices
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        chosen = self.order()[index * self.batch_size:(index + 1) * self.batch_size]
+        images = np.stack([prepare(self.reader.load(i), self.input_size, self.channels) for i in chosen])
+        if self.augmenter is not None:
+            augmenter = self.augmenter.deepcopy()  # a private copy: threads must not share one RNG
+            augmenter.seed_(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+            images = augmenter(images=images)
+        return images.astype(np.float32), self.reader.labels[chosen].astype(np.int32)
+
+
+class ImageGenerator:
+    """Single un-jittered images, float32 (1, H, W, C), exactly as the model's input sees them.
+
+    Calibrating int8 quantization on anything else (jittered, differently resized) skews the ranges."""
+
+    def __init__(self, reader, input_size, channels, mode="train", seed=0, train_ratio=0.8, limit=300):
+        self.reader, self.input_size, self.channels = reader, tuple(input_size), channels
+        self.indices = select(reader, mode, seed, train_ratio, limit)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __iter__(self):
+        for i in self.indices:
+            yield prepare(self.reader.load(i), self.input_size, self.channels)[None].astype(np.float32)
+
+    def representative_dataset(self):
+        """The generator TFLiteConverter.representative_dataset expects."""
+        for image in self:
+            yield [image]

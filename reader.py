@@ -1,0 +1,434 @@
+"""DataReader: one index over every image source the template reads.
+
+Each format is one class with the same face: `class_names`, `labels` (-1 where unlabeled), `ids` (stable
+names), `id_keys` (64-bit hashes of the ids, for splitting), `len()` and `load(i) -> uint8 H×W×C`.
+Indexing touches as little as it can: QuickDraw .npy files are memory-mapped and TFRecords are indexed by
+their framing, so only the rows a batch needs are ever read. To add a format, write one class with a
+`detect(paths)` static method and add it to FORMATS.
+"""
+import glob
+import hashlib
+import io
+import mmap
+import os
+import struct
+import sys
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
+KEY_CANDIDATES = {
+    "image": ("image", "image/encoded", "image_raw", "img"),
+    "label": ("label", "image/class/label", "class"),
+    "id": ("image_id", "id", "image/filename", "filename"),
+}
+
+
+def decode_image(data, name):
+    """Bytes of a PNG/JPEG/... -> uint8 H×W×C with C = 1 (grey) or 3 (colour); the only image decoder."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("L" if image.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except Exception as error:
+        raise UserError(f"cannot decode image {name}: {error}") from None
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def stable_hash(text):
+    """A 64-bit hash of a string that is the same on every machine and Python run (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def mix64(values):
+    """splitmix64 finaliser over a uint64 array: spreads nearby integers over the whole 64-bit range."""
+    with np.errstate(over="ignore"):  # wrapping multiplication is the point
+        z = np.asarray(values, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def expand_paths(source):
+    """A path, glob, or list of them -> existing paths, in a stable order; a missing one is an error."""
+    paths = []
+    for item in [source] if isinstance(source, (str, os.PathLike)) else source:
+        item = os.fspath(item)
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else ([item] if os.path.exists(item) else [])
+        if not matches:
+            raise UserError(f"data path not found: {item}")
+        paths.extend(matches)
+    if not paths:
+        raise UserError("no data source given")
+    return paths
+
+
+def first_per_class(labels, max_per_class):
+    """Indices of the first `max_per_class` items of each label (all of them when None), in source order."""
+    if max_per_class is None:
+        return np.arange(len(labels))
+    keep = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        keep[np.flatnonzero(labels == label)[:max_per_class]] = True
+    return np.flatnonzero(keep)
+
+
+def choose_classes(available, wanted):
+    """Validate a class selection; returns the names in the order asked (all available when None)."""
+    if wanted is None:
+        return list(available)
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise UserError(f"unknown class {', '.join(unknown)}; the source has: {', '.join(available)}")
+    return list(wanted)
+
+
+class QuickDrawNpy:
+    """A folder of QuickDraw numpy_bitmap files, `<class>.npy` or `full_numpy_bitmap_<class>.npy`."""
+
+    name = "quickdraw_npy"
+    PREFIX = "full_numpy_bitmap_"
+
+    @staticmethod
+    def detect(paths):
+        return len(paths) == 1 and os.path.isdir(paths[0]) and bool(glob.glob(os.path.join(paths[0], "*.npy")))
+
+    def __init__(self, paths, classes=None, max_per_class=None, **_):
+        if not self.detect(paths):
+            raise UserError(f"quickdraw_npy needs one folder of .npy files, got: {', '.join(paths)}")
+        files = {self.class_of(f): f for f in sorted(glob.glob(os.path.join(paths[0], "*.npy")))}
+        self.class_names = choose_classes(sorted(files), classes)
+        self.arrays, counts = [], []
+        for name in tqdm(self.class_names, desc="indexing .npy", unit="class", disable=None):
+            array = self.open(files[name])
+            self.arrays.append(array)
+            counts.append(len(array) if max_per_class is None else min(len(array), max_per_class))
+        self.labels = np.repeat(np.arange(len(counts)), counts)
+        self.rows = np.concatenate([np.arange(n) for n in counts]) if counts else np.zeros(0, dtype=int)
+        class_keys = np.array([stable_hash(n) for n in self.class_names], dtype=np.uint64)
+        self.id_keys = mix64(class_keys[self.labels] ^ mix64(self.rows))
+
+    def class_of(self, path):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        return stem[len(self.PREFIX):] if stem.startswith(self.PREFIX) else stem
+
+    @staticmethod
+    def open(path):
+        """Memory-map one file and check it holds square uint8 bitmaps (N×784 or N×28×28)."""
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as error:
+            raise UserError(f"cannot read {path} as a .npy array: {error}") from None
+        side = int(round(np.sqrt(array.shape[1]))) if array.ndim == 2 else None
+        square = (array.ndim == 2 and side * side == array.shape[1]) or (
+            array.ndim == 3 and array.shape[1] == array.shape[2])
+        if array.dtype != np.uint8 or not square:
+            raise UserError(f"{path} holds {array.dtype} {array.shape}; expected uint8 N×784 or N×28×28 bitmaps")
+        return array
+
+    @property
+    def ids(self):
+        return [f"{self.class_names[c]}/{r}" for c, r in zip(self.labels, self.rows)]
+
+    def load(self, i):
+        array = self.arrays[self.labels[i]]
+        row = np.array(array[self.rows[i]], dtype=np.uint8)
+        side = array.shape[1] if array.ndim == 3 else int(round(np.sqrt(row.size)))
+        return row.reshape(side, side, 1)
+
+
+def crc32c_table():
+    table = np.zeros(256, dtype=np.uint32)
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table[n] = c
+    return table
+
+
+def masked_crc32c(rows):
+    """TFRecord's masked CRC-32C of each row of a uint8 array, vectorised over rows."""
+    table = crc32c_table()
+    crc = np.full(len(rows), 0xFFFFFFFF, dtype=np.uint32)
+    for column in rows.T:
+        crc = table[(crc ^ column) & 0xFF] ^ (crc >> np.uint32(8))
+    crc ^= np.uint32(0xFFFFFFFF)
+    return (((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)).astype(np.uint32)
+
+
+def walk_records(path):
+    """(offset, length) of every record's payload, from the framing: u64 length, u32 CRC, data, u32 CRC.
+
+    Length checksums are verified for all records at once (vectorised), and first of all when the walk
+    runs off the end, so a damaged length is reported as corruption at its own offset."""
+    size = os.path.getsize(path)
+    starts, headers, position = [], [], 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else io.BytesIO() as data:
+        while position < size:
+            header = data[position:position + 12]
+            length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else 0
+            if position + 16 + length > size:
+                check_lengths(path, starts + [position], headers + [header.ljust(12, b"\0")])
+                raise UserError(f"truncated TFRecord file {path} at offset {position}: the record "
+                                f"runs past the end of the file ({size} bytes)")
+            starts.append(position)
+            headers.append(header)
+            position += 16 + length
+    lengths = check_lengths(path, starts, headers)
+    return np.array(starts, dtype=np.int64) + 12, lengths
+
+
+def check_lengths(path, starts, headers):
+    """The records' lengths, after checking each against its masked CRC-32C."""
+    if not headers:
+        return np.zeros(0, dtype=np.int64)
+    headers = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(-1, 12)
+    bad = np.flatnonzero(masked_crc32c(headers[:, :8]) != headers[:, 8:].copy().view("<u4")[:, 0])
+    if len(bad):
+        raise UserError(f"corrupted TFRecord file {path} at offset {starts[bad[0]]}: length checksum mismatch")
+    return headers[:, :8].copy().view("<u8")[:, 0].astype(np.int64)
+
+
+def read_labels_txt(folders):
+    """Class names from a labels.txt beside the records: `0 -> apple` lines or one name per line."""
+    for folder in folders:
+        path = os.path.join(folder, "labels.txt")
+        if os.path.isfile(path):
+            with open(path) as f:
+                lines = [line.strip() for line in f if line.strip()]
+            return [line.split("->", 1)[1].strip() if "->" in line else line for line in lines]
+    return None
+
+
+class TFRecords:
+    """TFRecord files of tf.train.Example (the KMLC starter kits' quickdraw, test and cats_vs_dogs layouts).
+
+    Records are read in place: each file is indexed once by walking its framing (payload CRCs are not
+    checked; a damaged payload fails when parsed, naming the file and offset)."""
+
+    name = "tfrecord"
+
+    @staticmethod
+    def detect(paths):
+        return bool(TFRecords.files_in(paths))
+
+    @staticmethod
+    def files_in(paths):
+        files = []
+        for path in paths:
+            if os.path.isdir(path):
+                files += [os.path.join(path, f) for f in sorted(os.listdir(path)) if TFRecords.looks_like(f)]
+            elif TFRecords.looks_like(path):
+                files.append(path)
+        return files
+
+    @staticmethod
+    def looks_like(path):
+        name = os.path.basename(path)
+        return name.endswith(TFRECORD_SUFFIXES) or "-of-" in name
+
+    def __init__(self, paths, classes=None, max_per_class=None, keys=None, **_):
+        from tensorflow.core.example import example_pb2  # TensorFlow only where TFRecords are read
+        self.parse = example_pb2.Example.FromString
+        self.files = self.files_in(paths)
+        if not self.files:
+            raise UserError(f"no TFRecord files (*.tfrecord, *.tfrecords, *-of-*) in: {', '.join(paths)}")
+        file_of, offsets, lengths = [], [], []
+        for n, path in enumerate(tqdm(self.files, desc="indexing TFRecords", unit="file", disable=None)):
+            starts, sizes = walk_records(path)
+            file_of.append(np.full(len(starts), n, dtype=np.int32))
+            offsets.append(starts)
+            lengths.append(sizes)
+        self.file_of, self.offsets, self.lengths = map(np.concatenate, (file_of, offsets, lengths))
+        if not len(self.offsets):
+            raise UserError(f"no records in {', '.join(self.files)}")
+        self.keys = self.detect_keys(self.example(0), keys or {})
+        labels, ids = self.read_labels_and_ids()
+        names = self.class_names_for(labels, ids)
+        selected = choose_classes(names, classes)
+        if classes is not None:
+            remap = np.array([selected.index(n) if n in selected else -2 for n in names] + [-1])
+            labels = remap[labels]
+        keep = first_per_class(labels, max_per_class)
+        keep = keep[labels[keep] != -2]
+        self.class_names = selected
+        self.labels, self.file_of = labels[keep], self.file_of[keep]
+        self.offsets, self.lengths = self.offsets[keep], self.lengths[keep]
+        self.ids = [ids[i] for i in keep]
+        self.id_keys = np.array([stable_hash(i) for i in self.ids], dtype=np.uint64)
+
+    def example(self, i):
+        path, offset = self.files[self.file_of[i]], int(self.offsets[i])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            payload = f.read(int(self.lengths[i]))
+        try:
+            return self.parse(payload).features.feature
+        except Exception as error:
+            raise UserError(f"corrupted record in {path} at offset {offset - 12}: {error}") from None
+
+    @staticmethod
+    def detect_keys(feature, overrides):
+        keys = {}
+        for role, candidates in KEY_CANDIDATES.items():
+            wanted = overrides.get(role)
+            if wanted is not None and wanted not in feature:
+                raise UserError(f"TFRecord has no feature '{wanted}' for the {role}; it has: "
+                                f"{', '.join(sorted(feature))}")
+            keys[role] = wanted or next((k for k in candidates if k in feature), None)
+        if keys["image"] is None:
+            raise UserError(f"TFRecord has no image feature (tried {', '.join(KEY_CANDIDATES['image'])}); "
+                            f"it has: {', '.join(sorted(feature))}; name it with the image key override")
+        return keys
+
+    def read_labels_and_ids(self):
+        labels = np.full(len(self.offsets), -1, dtype=np.int64)
+        ids = []
+        for i in tqdm(range(len(self.offsets)), desc="reading labels", unit="rec", disable=None):
+            feature = self.example(i)
+            if self.keys["label"]:
+                labels[i] = feature[self.keys["label"]].int64_list.value[0]
+            ids.append(feature[self.keys["id"]].bytes_list.value[0].decode() if self.keys["id"] else
+                       f"{os.path.basename(self.files[self.file_of[i]])}:{i}")
+        return labels, ids
+
+    def class_names_for(self, labels, ids):
+        """From labels.txt if present; else from file-name prefixes (cat.0.jpg) if they agree; else 0..K-1."""
+        count = int(labels.max()) + 1 if labels.max() >= 0 else 0
+        folders = [os.path.dirname(os.path.abspath(f)) for f in self.files[:1]]
+        names = read_labels_txt(folders + [os.path.dirname(folders[0])])
+        if names and len(names) >= count:
+            return names
+        prefixes = {}
+        for label, item_id in zip(labels, ids):
+            prefixes.setdefault(label, set()).add(item_id.split(".")[0])
+        if count and all(len(prefixes.get(n, ())) == 1 for n in range(count)):
+            names = [prefixes[n].pop() for n in range(count)]
+            if len(set(names)) == count:
+                return names
+        return [str(n) for n in range(count)]
+
+    def load(self, i):
+        feature = self.example(i)
+        return decode_image(feature[self.keys["image"]].bytes_list.value[0],
+                            f"{self.files[self.file_of[i]]} record at offset {int(self.offsets[i]) - 12}")
+
+
+class ImageFolder:
+    """Image files: class subfolders (root/cat/1.jpg), Kaggle's flat layout (root/cat.1.jpg), or plain files.
+
+    Flat files named like `123.jpg` (no class prefix) are unlabeled, as in a Kaggle test folder.
+    Every file is decoded once up front so that a broken image is found before training, not in epoch 7."""
+
+    name = "image_folder"
+
+    @staticmethod
+    def detect(paths):
+        return any(os.path.isdir(p) or p.lower().endswith(IMAGE_SUFFIXES) for p in paths)
+
+    def __init__(self, paths, classes=None, max_per_class=None, strict=False, **_):
+        files, names = self.find(paths)
+        if not files:
+            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in: {', '.join(paths)}")
+        available = sorted(set(n for n in names if n is not None))
+        self.class_names = choose_classes(available, classes)
+        labels = np.array([self.class_names.index(n) if n in self.class_names else (-1 if n is None else -2)
+                           for n in names], dtype=np.int64)
+        keep = first_per_class(labels, max_per_class)
+        keep = keep[labels[keep] != -2]
+        readable = self.check_readable([files[i] for i in keep], strict)
+        keep = keep[readable]
+        self.files = [files[i] for i in keep]
+        self.labels = labels[keep]
+        self.ids = [os.path.relpath(f, os.path.dirname(paths[0].rstrip(os.sep))) for f in self.files]
+        self.id_keys = np.array([stable_hash(i) for i in self.ids], dtype=np.uint64)
+
+    @staticmethod
+    def find(paths):
+        """(files, class name or None) for each image under the given folders and files."""
+        files, names = [], []
+        for path in paths:
+            if os.path.isfile(path):
+                if path.lower().endswith(IMAGE_SUFFIXES):
+                    files.append(path)
+                    names.append(None)
+                continue
+            entries = sorted(os.listdir(path))
+            for sub in (e for e in entries if os.path.isdir(os.path.join(path, e))):
+                images = sorted(f for f in os.listdir(os.path.join(path, sub)) if f.lower().endswith(IMAGE_SUFFIXES))
+                files += [os.path.join(path, sub, f) for f in images]
+                names += [sub] * len(images)
+            for f in (e for e in entries if e.lower().endswith(IMAGE_SUFFIXES)):
+                files.append(os.path.join(path, f))
+                names.append(f.split(".")[0] if f.count(".") >= 2 else None)
+        return files, names
+
+    @staticmethod
+    def check_readable(files, strict):
+        """Mask of files that decode; reports the others, or fails on them when strict."""
+        ok = np.ones(len(files), dtype=bool)
+        for n, path in enumerate(tqdm(files, desc="checking images", unit="img", disable=None)):
+            try:
+                with Image.open(path) as image:
+                    image.draft(image.mode, (64, 64))  # JPEG: decode at reduced scale, still reads every byte
+                    image.load()
+            except Exception:
+                ok[n] = False
+        bad = [files[n] for n in np.flatnonzero(~ok)]
+        if bad:
+            listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            if strict:
+                raise UserError(f"{len(bad)} unreadable image(s): {listed}")
+            print(f"warning: skipping {len(bad)} unreadable image(s): {listed}", file=sys.stderr)
+        return ok
+
+    def load(self, i):
+        with open(self.files[i], "rb") as f:
+            return decode_image(f.read(), self.files[i])
+
+
+FORMATS = {source.name: source for source in (QuickDrawNpy, TFRecords, ImageFolder)}
+
+
+class DataReader:
+    """The index of one data source, whatever its format; the rest of the template sees only this."""
+
+    def __init__(self, source, fmt="auto", classes=None, max_per_class=None, strict=False, keys=None):
+        if max_per_class is not None and max_per_class < 1:
+            raise UserError(f"max_per_class must be a positive integer, got {max_per_class}")
+        paths = expand_paths(source)
+        if fmt == "auto":
+            fmt = next((name for name, kind in FORMATS.items() if kind.detect(paths)), None)
+            if fmt is None:
+                raise UserError(f"cannot tell the format of {', '.join(paths)}; "
+                                f"expected one of: {', '.join(FORMATS)}")
+        if fmt not in FORMATS:
+            raise UserError(f"unknown data format '{fmt}'; choose from: auto, {', '.join(FORMATS)}")
+        self.fmt, self.paths = fmt, paths
+        self.source = FORMATS[fmt](paths, classes=classes, max_per_class=max_per_class, strict=strict, keys=keys)
+        if len(self.source.labels) == 0:
+            raise UserError(f"no items in {', '.join(paths)} (format {fmt})")
+        self.class_names = self.source.class_names
+        self.labels = self.source.labels
+        self.id_keys = self.source.id_keys
+
+    @property
+    def ids(self):
+        return self.source.ids
+
+    def __len__(self):
+        return len(self.labels)
+
+    def load(self, i):
+        return self.source.load(i)
+
+    def __repr__(self):
+        return f"DataReader({self.fmt}: {len(self)} items, {len(self.class_names)} classes)"
