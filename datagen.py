@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from errors import UserError
-from reader import mix64
+from reader import DataReader, mix64
 
 if not hasattr(np, "sctypes"):  # imgaug 0.4 reads names that NumPy 2 removed; restore them before importing it
     np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64],
@@ -150,3 +150,23 @@ class ImageGenerator:
         """The generator TFLiteConverter.representative_dataset expects."""
         for image in self:
             yield [image]
+
+
+def open_run_data(settings):
+    """The readers a run's settings name: (training source, separate validation source or None)."""
+    train = DataReader(settings["data"], settings["data_format"], settings["classes"], settings["max_per_class"])
+    val = DataReader(settings["val_data"], classes=train.class_names) if settings["val_data"] else None
+    return train, val
+
+
+def run_batches(settings, train_reader, val_reader, limit=None, **loader_options):
+    """(training, validation) BatchGenerators of a run: the split of --data, or all of --val_data.
+
+    `limit` caps the validation items (a seeded sample); `loader_options` go to PyDataset."""
+    common = dict(batch_size=settings["batch_size"], input_size=settings["input_size"],
+                  channels=settings["channels"], seed=settings["seed"], **loader_options)
+    ratio = 1.0 if val_reader else settings["train_ratio"]
+    train = BatchGenerator(train_reader, "train", jitter=settings["jitter"], train_ratio=ratio, **common)
+    val = (BatchGenerator(val_reader, "test", limit=limit, **common) if val_reader else
+           BatchGenerator(train_reader, "val", train_ratio=ratio, limit=limit, **common))
+    return train, val

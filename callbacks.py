@@ -1,0 +1,112 @@
+"""The callbacks every training run gets: what fills the run folder and what makes --resume work."""
+import json
+import os
+import re
+
+import keras
+
+BEST_MODEL = "best.keras"
+HISTORY = "history.csv"
+BACKUP = "backup"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+
+
+class EpochSeed(keras.callbacks.Callback):
+    """Tells the generators which epoch starts, so shuffling and jitter follow (seed, epoch, batch)."""
+
+    def __init__(self, generators):
+        super().__init__()
+        self.generators = generators
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for generator in self.generators:
+            generator.epoch = epoch
+
+
+class KeepLastCheckpoints(keras.callbacks.Callback):
+    """Saves `epoch_NNN.keras` after every epoch and deletes the oldest beyond the newest `keep`."""
+
+    PATTERN = re.compile(r"epoch_(\d+)\.keras$")
+
+    def __init__(self, folder, keep):
+        super().__init__()
+        self.folder, self.keep = folder, keep
+
+    def saved(self):
+        """Checkpoint files, oldest epoch first (by the number in the name, not by file time)."""
+        found = [(int(m.group(1)), name) for name in os.listdir(self.folder)
+                 if (m := self.PATTERN.match(name))]
+        return [os.path.join(self.folder, name) for _, name in sorted(found)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.folder, exist_ok=True)
+        self.model.save(os.path.join(self.folder, f"epoch_{epoch + 1:03d}.keras"))
+        for old in self.saved()[:-self.keep]:
+            os.remove(old)
+
+
+class Backup(keras.callbacks.Callback):
+    """Crash-safe training state for --resume: weights with optimizer state, and the epochs done.
+
+    Keras' BackupAndRestore rewrites its files in place, so a kill -9 during a write leaves a backup that
+    cannot be read. Here each epoch's weights go to a new file, and state.json, replaced atomically once
+    they are whole, names them: whenever the process dies, the state of the last finished epoch survives."""
+
+    STATE = "state.json"
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.folder, exist_ok=True)
+        weights = f"epoch_{epoch + 1:03d}.weights.h5"
+        self.model.save_weights(os.path.join(self.folder, weights))
+        state = os.path.join(self.folder, self.STATE)
+        with open(state + ".tmp", "w") as f:
+            json.dump({"epochs_done": epoch + 1, "weights": weights}, f)
+        os.replace(state + ".tmp", state)
+        for old in os.listdir(self.folder):
+            if old.endswith(".weights.h5") and old != weights:
+                os.remove(os.path.join(self.folder, old))
+
+
+def read_backup(run_dir):
+    """The backup state of a run ({"epochs_done", "weights"}), or None before the first finished epoch."""
+    path = os.path.join(run_dir, BACKUP, Backup.STATE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore(model, run_dir):
+    """Load the backed-up weights and optimizer state into a compiled model; returns the epochs done."""
+    state = read_backup(run_dir)
+    if state is None:
+        return 0
+    model.optimizer.build(model.trainable_variables)  # its variables must exist to receive the saved ones
+    model.load_weights(os.path.join(run_dir, BACKUP, state["weights"]))
+    return state["epochs_done"]
+
+
+def get(run_dir, generators=(), keep_checkpoints=3, early_stopping=0, best_so_far=None):
+    """The run's callbacks, in the order they must act at the end of an epoch.
+
+    The backup comes last: it marks an epoch done only once its history row and checkpoints are written.
+    `best_so_far` (on resume) keeps best.keras from being replaced by a worse epoch."""
+    callbacks = [
+        EpochSeed(generators),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY), append=True),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, BEST_MODEL), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS)),
+    ]
+    if keep_checkpoints > 0:
+        callbacks.append(KeepLastCheckpoints(os.path.join(run_dir, CHECKPOINTS), keep_checkpoints))
+    if early_stopping > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=early_stopping))
+    callbacks.append(Backup(os.path.join(run_dir, BACKUP)))
+    return callbacks

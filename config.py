@@ -1,0 +1,115 @@
+"""Defaults, the model/loss/optimizer registries, and a run's config.json.
+
+Add a model: write models/<name>.py with construct(input_shape, num_classes, **kwargs) and add one line
+to MODELS. Add a loss: a keras.losses.Loss in loss.py and one line in LOSSES.
+"""
+import datetime
+import importlib
+import json
+import os
+import platform
+
+import keras
+import numpy as np
+
+import loss
+from errors import UserError
+
+
+def construct_of(module):
+    """The construct() of models/<module>.py."""
+    return importlib.import_module(f"models.{module}").construct
+
+
+MODELS = {
+    "quickdraw_cnn": construct_of("quickdraw_cnn"),
+    "mobilenet_v1": construct_of("mobilenet_v1"),
+    "mobilenet_v2": construct_of("mobilenet_v2"),
+    "logistic": construct_of("logistic"),
+}
+
+LOSSES = {
+    "crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "label_smoothing": loss.LabelSmoothingCrossentropy,
+    "focal": loss.FocalLoss,
+}
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+SAMPLE_DATA = "data/doodles"  # written by doodles.py on first use when --data is not given
+
+DEFAULTS = {
+    "data": [SAMPLE_DATA],
+    "data_format": "auto",
+    "val_data": None,
+    "train_ratio": 0.8,
+    "max_per_class": None,
+    "classes": None,
+    "save_to": "progress/run",
+    "model": "quickdraw_cnn",
+    "model_kwargs": {},
+    "input_size": [28, 28],
+    "channels": 1,
+    "num_epochs": 10,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",
+    "loss": "crossentropy",
+    "jitter": False,
+    "early_stopping": 0,
+    "keep_checkpoints": 3,
+    "seed": 0,
+    "workers": 1,
+    "use_multiprocessing": False,
+}
+
+CONFIG_FILE = "config.json"
+REQUIRED = ("model", "model_kwargs", "input_size", "channels", "class_names", "data", "data_format",
+            "seed", "train_ratio", "loss", "optimizer", "learning_rate", "num_epochs", "batch_size")
+
+
+def versions():
+    import tensorflow as tf
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "backend": keras.backend.backend()}
+
+
+def save(run_dir, settings):
+    """Write config.json: the settings plus library versions and the start time."""
+    record = dict(settings, versions=versions(),
+                  started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    with open(os.path.join(run_dir, CONFIG_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def read(run_dir):
+    """The settings of a run folder; a missing, malformed or unknown-model config.json is a UserError."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{run_dir} is not a run folder: no {CONFIG_FILE} in it")
+    try:
+        with open(path) as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    missing = [key for key in REQUIRED if not isinstance(settings, dict) or key not in settings]
+    if missing:
+        raise UserError(f"{path} is incomplete: missing {', '.join(missing)}")
+    if settings["model"] not in MODELS:
+        raise UserError(f"{path} names model '{settings['model']}', which is not registered; "
+                        f"registered: {', '.join(MODELS)}")
+    return settings
+
+
+def build_model(settings):
+    """The run's model, constructed from its settings (model name, kwargs, input size, classes)."""
+    shape = (*settings["input_size"], settings["channels"])
+    try:
+        return MODELS[settings["model"]](shape, len(settings["class_names"]), **settings["model_kwargs"])
+    except (ValueError, TypeError) as error:
+        raise UserError(f"cannot build {settings['model']} for input {shape}: {error}") from None

@@ -1,0 +1,194 @@
+"""Turn a run folder into deployable models, and prove each one (see README: "The deploy folder").
+
+    python deploy.py --read_from progress/test --save_to deploy/test
+
+Writes labels.txt, model.h5, a full-integer model.tflite (uint8 in and out, batch 1, calibrated on
+un-jittered training images), model_edgetpu.tflite when edgetpu_compiler is installed, and
+deploy_report.json with each artifact's size, validation accuracy and CPU latency.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+
+import config
+import edgetpu
+from callbacks import BEST_MODEL
+from datagen import ImageGenerator, open_run_data, run_batches
+from errors import ArgumentParser, UserError, reports_user_errors
+from inference import latency_ms, load_classifier, predict_batches
+
+FORMATS = ("h5", "tflite", "edgetpu")
+LABELS, REPORT = "labels.txt", "deploy_report.json"
+
+
+def formats(text):
+    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown format '{','.join(unknown)}'; choose from: {', '.join(FORMATS)}")
+    return chosen
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description="Export a trained run as .h5, int8 .tflite and Edge TPU models, with a report.")
+    p.add_argument("--read_from", required=True, help="run folder written by train.py")
+    p.add_argument("--save_to", required=True, help="deploy folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing deploy folder")
+    p.add_argument("--formats", type=formats, default=list(FORMATS),
+                   help="comma-separated artifacts to write: h5, tflite, edgetpu (default: all)")
+    p.add_argument("--calibration_samples", type=positive_int, default=300,
+                   help="training images that calibrate int8 quantization (default: %(default)s)")
+    p.add_argument("--eval_samples", type=positive_int, default=1000,
+                   help="validation images for the accuracy comparison (default: %(default)s)")
+    p.add_argument("--edgetpu_compiler", help="path to edgetpu_compiler (default: found on PATH)")
+    p.add_argument("--min_runtime_version", help="edgetpu_compiler --min_runtime_version")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when the compiler is missing or the int8 model would not run fully on the Edge TPU")
+    return p.parse_args(argv)
+
+
+def check_deploy_folder(save_to, overwrite):
+    """Refuse to touch an existing folder unless asked, and then only one that deploy.py wrote."""
+    if not os.path.exists(save_to):
+        return
+    if not overwrite:
+        raise UserError(f"{save_to} already exists; pass --overwrite to replace it")
+    if not os.path.isfile(os.path.join(save_to, LABELS)):
+        raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
+
+
+def batch_one(model):
+    """The same model on a static batch-1 input: the Edge TPU compiler rejects a dynamic batch dimension."""
+    inputs = keras.Input(shape=model.input_shape[1:], batch_size=1)
+    return keras.Model(inputs, model(inputs))
+
+
+def to_int8_tflite(model, calibration):
+    """Full-integer quantization: int8 weights and activations, uint8 input and output."""
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_keras_model(batch_one(model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration.representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints every captured tensor
+            return converter.convert()
+    except Exception as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"int8 TFLite conversion failed: {first_line}") from None
+
+
+def measure(path, val_batches, image):
+    """Size, top-1 accuracy on the validation images, and median CPU latency of one saved artifact."""
+    classifier = load_classifier(path)
+    probabilities, labels = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(path)}")
+    return {"bytes": os.path.getsize(path), "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
+            "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}
+
+
+def compile_edgetpu(compiler, tflite_path, save_to, min_runtime_version):
+    if compiler is None:
+        return {"ok": None, "skipped": f"edgetpu_compiler not found; {edgetpu.INSTALL_HINT}"}
+    result = edgetpu.compile_for_edgetpu(tflite_path, save_to, compiler, min_runtime_version)
+    result["version"] = result["version"] or edgetpu.compiler_version(compiler)
+    return result
+
+
+def print_table(report):
+    print(f"{'artifact':<24}{'bytes':>12}{'top-1':>9}{'ms/image':>10}")
+    for name, row in report["artifacts"].items():
+        accuracy = f"{row['accuracy']:.4f}" if "accuracy" in row else "-"
+        latency = f"{row['latency_ms']:.3f}" if "latency_ms" in row else "-"
+        print(f"{name:<24}{row['bytes']:>12,}{accuracy:>9}{latency:>10}")
+    compiler = report.get("edgetpu_compiler")
+    if compiler:
+        print(f"edgetpu: {compiler.get('skipped') or compiler.get('reason') or 'compiled'}"
+              + (f" ({compiler['ops_on_edgetpu']} ops on the Edge TPU, {compiler['ops_on_cpu']} on the CPU)"
+                 if compiler.get("ops_on_edgetpu") is not None else ""))
+
+
+def write_report(save_to, report):
+    with open(os.path.join(save_to, REPORT), "w") as f:
+        json.dump(report, f, indent=2, default=str)
+
+
+@reports_user_errors
+def main(argv=None):
+    args = parse_args(argv)
+    settings = config.read(args.read_from)
+    model_path = os.path.join(args.read_from, BEST_MODEL)
+    if not os.path.isfile(model_path):
+        raise UserError(f"no trained model in {args.read_from}: {BEST_MODEL} is missing (did training finish an epoch?)")
+    check_deploy_folder(args.save_to, args.overwrite)
+    compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
+    if "edgetpu" in args.formats and compiler is None and args.strict:
+        raise UserError(f"edgetpu_compiler not found and --strict is set; {edgetpu.INSTALL_HINT}")
+    train_reader, val_reader = open_run_data(settings)
+    _, val_batches = run_batches(settings, train_reader, val_reader, limit=args.eval_samples)
+    ratio = 1.0 if val_reader else settings["train_ratio"]
+    calibration = ImageGenerator(train_reader, settings["input_size"], settings["channels"], "train",
+                                 settings["seed"], ratio, args.calibration_samples)
+    model = load_classifier(model_path).model
+
+    if os.path.exists(args.save_to):
+        shutil.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite
+    os.makedirs(args.save_to)
+    with open(os.path.join(args.save_to, LABELS), "w") as f:
+        f.write("".join(f"{name}\n" for name in settings["class_names"]))
+    image = next(iter(calibration))[0]
+    report = {"run": os.path.abspath(args.read_from), "model": settings["model"],
+              "validation": {"items": len(val_batches.indices), "source": "val_data" if val_reader else "split",
+                             "eval_samples": args.eval_samples, "seed": settings["seed"]},
+              "calibration_samples": len(calibration), "artifacts": {}}
+
+    keras_path = os.path.join(args.save_to, "model.h5")
+    if "h5" in args.formats:
+        model.save(keras_path)
+    else:
+        keras_path = model_path
+    report["artifacts"][os.path.basename(keras_path)] = measure(keras_path, val_batches, image)
+    write_report(args.save_to, report)
+
+    if "tflite" in args.formats or "edgetpu" in args.formats:
+        tflite_path = os.path.join(args.save_to, "model.tflite")
+        with open(tflite_path, "wb") as f:
+            f.write(to_int8_tflite(model, calibration))
+        report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
+        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)
+        write_report(args.save_to, report)
+        for problem in report["tflite_check"]["problems"]:
+            print(f"warning: model.tflite: {problem}")
+        if "edgetpu" in args.formats:
+            report["edgetpu_compiler"] = compile_edgetpu(compiler, tflite_path, args.save_to,
+                                                         args.min_runtime_version)
+            if report["edgetpu_compiler"].get("ok"):
+                output = report["edgetpu_compiler"]["output_path"]
+                report["artifacts"][os.path.basename(output)] = {"bytes": os.path.getsize(output)}
+            write_report(args.save_to, report)
+
+    print_table(report)
+    compiled = report.get("edgetpu_compiler", {})
+    if compiled.get("ok") is False:
+        raise UserError(f"Edge TPU compile failed: {compiled['reason']} (log: {compiled['log_path']})")
+    if args.strict and report.get("tflite_check", {}).get("problems"):
+        raise UserError(f"model.tflite would not run fully on the Edge TPU: {report['tflite_check']['problems'][0]}")
+    print(f"deploy folder: {args.save_to}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Run any saved classifier the same way: Keras (.keras / .h5) or LiteRT (.tflite, int8 or float).
+
+evaluate.py, predict.py, deploy.py's report and the benchmarks all compare artifacts of one model; they can only
+do that fairly if every artifact takes the same input and gives the same output. Here every classifier takes
+float32 images (N, H, W, C) of raw 0-255 pixel values, exactly what the Keras model takes (it normalises inside
+itself), and returns float32 class probabilities (N, num_classes). The int8 model's quantization is applied and
+undone here, with the scale and zero point stored in the model, so no caller has to know about it.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
+from errors import UserError
+
+KERAS_SUFFIXES = (".keras", ".h5")
+TFLITE_SUFFIXES = (".tflite",)
+ACCEPTED = "accepted: .keras or .h5 (Keras), .tflite (LiteRT)"
+
+
+class Classifier:
+    """What every loaded classifier offers: input_shape (H, W, C), num_classes, kind, path, predict(images)."""
+
+    kind = None
+
+    def __init__(self, path, input_shape, num_classes):
+        self.path = str(path)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = int(num_classes)
+
+    def check_images(self, images):
+        """Images as float32 (N, H, W, C); a wrong shape is the user's data not fitting the model: UserError."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
+            raise UserError(f"images have shape {tuple(images.shape)} but {self.path} takes "
+                            f"(N, {', '.join(map(str, self.input_shape))})")
+        return images
+
+    def predict(self, images):
+        """Class probabilities, float32 (N, num_classes), for float32 images (N, H, W, C) of 0-255 pixels."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.path!r}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes})")
+
+
+class KerasClassifier(Classifier):
+    """A Keras model, run in batches by calling it directly (no progress bar, no per-call setup)."""
+
+    kind = "keras"
+
+    def __init__(self, path, model, batch_size=64):
+        super().__init__(path, model.input_shape[1:], model.output_shape[-1])
+        self.model = model
+        self.batch_size = batch_size
+
+    def predict(self, images):
+        images = self.check_images(images)
+        if len(images) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        batches = [np.asarray(self.model(images[i:i + self.batch_size], training=False))
+                   for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(batches).astype(np.float32)
+
+
+def _quantize(images, dtype, scale, zero_point):
+    """Float pixels to the input tensor's integer type: round(x / scale + zero_point), clipped to the type."""
+    info = np.iinfo(dtype)
+    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+class TFLiteClassifier(Classifier):
+    """A .tflite model in the LiteRT interpreter, fed one image at a time (deployed models have batch 1)."""
+
+    kind = "tflite"
+
+    def __init__(self, path, interpreter):
+        self.interpreter = interpreter
+        self._input = interpreter.get_input_details()[0]
+        self._output = interpreter.get_output_details()[0]
+        shape = list(self._input["shape"])
+        if shape[0] != 1:
+            interpreter.resize_tensor_input(self._input["index"], [1] + shape[1:])
+        interpreter.allocate_tensors()
+        self._input = interpreter.get_input_details()[0]
+        self._output = interpreter.get_output_details()[0]
+        super().__init__(path, self._input["shape"][1:], self._output["shape"][-1])
+
+    def _to_input(self, image):
+        """One (1, H, W, C) image in the input tensor's dtype: quantized if the model is, as is if float."""
+        dtype = self._input["dtype"]
+        scale, zero_point = self._input["quantization"]
+        if np.issubdtype(dtype, np.integer) and scale:
+            return _quantize(image, dtype, scale, zero_point)
+        return image.astype(dtype)
+
+    def _from_output(self, raw):
+        scale, zero_point = self._output["quantization"]
+        if np.issubdtype(self._output["dtype"], np.integer) and scale:
+            return (raw.astype(np.float32) - zero_point) * scale
+        return raw.astype(np.float32)
+
+    def predict(self, images):
+        images = self.check_images(images)
+        out = np.zeros((len(images), self.num_classes), np.float32)
+        for i in range(len(images)):
+            self.interpreter.set_tensor(self._input["index"], self._to_input(images[i:i + 1]))
+            self.interpreter.invoke()
+            out[i] = self._from_output(self.interpreter.get_tensor(self._output["index"])).reshape(-1)
+        return out
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _load_keras(path):
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # any failure to load is a bad file from the user's point of view
+        raise UserError(f"cannot load {path} as a Keras model ({_first_line(error)}); {ACCEPTED}") from None
+    return KerasClassifier(path, model)
+
+
+def _load_tflite(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"cannot load {path} as a TFLite model ({_first_line(error)}); {ACCEPTED}") from None
+    return TFLiteClassifier(path, interpreter)
+
+
+def load_classifier(path):
+    """A Classifier for a saved model, chosen by the file's suffix; a missing, unknown or broken file: UserError."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in KERAS_SUFFIXES + TFLITE_SUFFIXES:
+        raise UserError(f"unknown model file type {path.name!r}; {ACCEPTED}")
+    if not path.is_file():
+        raise UserError(f"no such model file: {path}")
+    return _load_keras(path) if suffix in KERAS_SUFFIXES else _load_tflite(path)
+
+
+def latency_ms(classifier, image, repeats=50, warmup=5):
+    """Median milliseconds to classify one image (batch 1), after `warmup` untimed runs.
+
+    The median, because single runs on a shared machine have long outliers; one image, because that is how a
+    deployed classifier is called. It includes the quantize/dequantize steps, as a user's code would.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    batch = image[None] if image.ndim == 3 else image
+    if batch.shape[0] != 1:
+        raise UserError(f"latency_ms takes one image (H, W, C), got shape {tuple(image.shape)}")
+    for _ in range(warmup):
+        classifier.predict(batch)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        classifier.predict(batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def predict_batches(classifier, batches, desc="predicting"):
+    """Probabilities and labels over every batch of a BatchGenerator, with a progress bar."""
+    probabilities, labels = [], []
+    for index in tqdm(range(len(batches)), desc=desc, unit="batch", disable=None):
+        images, batch_labels = batches[index]
+        probabilities.append(classifier.predict(images))
+        labels.append(batch_labels)
+    return np.concatenate(probabilities), np.concatenate(labels)

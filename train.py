@@ -1,0 +1,212 @@
+"""Train a registered model on a data source and write a run folder (see README: "The run folder").
+
+    python train.py --save_to progress/test --num_epochs 10 --batch_size 8 --model mobilenet_v2 \
+        --input_size 224,224 --jitter --overwrite
+
+Every flag's default lives in config.DEFAULTS. Bad input is reported in one line before anything is written.
+"""
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+
+import keras
+
+import callbacks
+import config
+import doodles
+from datagen import open_run_data, run_batches
+from errors import ArgumentParser, UserError, reports_user_errors
+from reader import FORMATS
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def ratio(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def image_size(text):
+    try:
+        height, width = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be H,W (two positive integers, e.g. 224,224), got '{text}'")
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"must be H,W with positive sizes, got '{text}'")
+    return [height, width]
+
+
+def json_object(text):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"alpha\": 0.5}}', got '{text}'")
+    return value
+
+
+def parse_args(argv=None):
+    d = config.DEFAULTS
+    p = ArgumentParser(description="Train an image classifier and write a run folder.")
+    p.add_argument("--data", nargs="+", help=f"data sources: folders, files or globs (default: synthetic doodles "
+                                             f"in {config.SAMPLE_DATA}, written on first use)")
+    p.add_argument("--data_format", choices=["auto", *FORMATS], help=f"format of --data (default: {d['data_format']})")
+    p.add_argument("--val_data", nargs="+", help="a separate validation source; replaces the split of --data")
+    p.add_argument("--train_ratio", type=ratio, help=f"share of --data that trains (default: {d['train_ratio']})")
+    p.add_argument("--max_per_class", type=positive_int, help="cap on items per class (default: all)")
+    p.add_argument("--classes", type=lambda s: s.split(","), help="comma-separated classes to use (default: all)")
+    p.add_argument("--save_to", help=f"run folder to write (default: {d['save_to']})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_to")
+    p.add_argument("--from_ckpt", help="start from the weights of this .keras/.weights.h5 file")
+    p.add_argument("--model", choices=list(config.MODELS), help=f"model to train (default: {d['model']})")
+    p.add_argument("--model_kwargs", type=json_object, help="extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'")
+    p.add_argument("--input_size", type=image_size, help="model input H,W (default: 28,28)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help=f"input channels (default: {d['channels']})")
+    p.add_argument("--num_epochs", type=positive_int, help=f"epochs to train (default: {d['num_epochs']})")
+    p.add_argument("--batch_size", type=positive_int, help=f"batch size (default: {d['batch_size']})")
+    p.add_argument("--learning_rate", type=positive_float, help=f"learning rate (default: {d['learning_rate']})")
+    p.add_argument("--optimizer", choices=list(config.OPTIMIZERS), help=f"optimizer (default: {d['optimizer']})")
+    p.add_argument("--loss", choices=list(config.LOSSES), help=f"loss (default: {d['loss']})")
+    p.add_argument("--jitter", action=argparse.BooleanOptionalAction, help="imgaug augmentation of training images")
+    p.add_argument("--early_stopping", type=non_negative_int, help="patience in epochs, 0 = off (default: 0)")
+    p.add_argument("--keep_checkpoints", type=non_negative_int,
+                   help=f"how many per-epoch checkpoints to keep (default: {d['keep_checkpoints']})")
+    p.add_argument("--seed", type=int, help=f"seed of the split, shuffling and jitter (default: {d['seed']})")
+    p.add_argument("--workers", type=positive_int, help="parallel batch loaders (default: 1)")
+    p.add_argument("--use_multiprocessing", action=argparse.BooleanOptionalAction,
+                   help="load batches in processes rather than threads")
+    return p.parse_args(argv)
+
+
+def check_run_folder(save_to, overwrite, resume):
+    """Refuse, before anything is written, to clobber a folder that the user did not ask to replace."""
+    is_run = os.path.isfile(os.path.join(save_to, config.CONFIG_FILE))
+    if resume:
+        if not is_run:
+            raise UserError(f"cannot resume: {save_to} is not a run folder (no {config.CONFIG_FILE})")
+    elif os.path.exists(save_to):
+        if not overwrite:
+            raise UserError(f"{save_to} already exists; pass --overwrite to replace it, or --resume to continue it")
+        if not is_run:
+            raise UserError(f"refusing to overwrite {save_to}: it is not a run folder (no {config.CONFIG_FILE})")
+
+
+def settings_from(args):
+    """Flags over defaults; on --resume, the run's own settings (only --num_epochs may extend it)."""
+    if args.resume:
+        settings = config.read(args.save_to)
+        settings["num_epochs"] = args.num_epochs or settings["num_epochs"]
+        return settings
+    settings = dict(config.DEFAULTS)
+    settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+    settings["save_to"] = args.save_to or settings["save_to"]
+    return settings
+
+
+def write_sample_if_default(settings):
+    """The default --data is the synthetic doodle sample: write it on first use."""
+    if settings["data"] == [config.SAMPLE_DATA] and not os.path.isdir(config.SAMPLE_DATA):
+        doodles.write(config.SAMPLE_DATA)
+        print(f"wrote the synthetic doodle sample to {config.SAMPLE_DATA}")
+
+
+def compiled_model(settings, from_ckpt=None):
+    model = config.build_model(settings)
+    if from_ckpt:
+        try:
+            model.load_weights(from_ckpt)
+        except Exception as error:
+            raise UserError(f"cannot load weights from {from_ckpt} into {settings['model']}: {error}") from None
+    optimizer = config.OPTIMIZERS[settings["optimizer"]](learning_rate=settings["learning_rate"])
+    model.compile(optimizer=optimizer, loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
+    return model
+
+
+def read_history(run_dir):
+    path = os.path.join(run_dir, callbacks.HISTORY)
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def trim_history(run_dir, epochs):
+    """Drop history rows of epochs the backup does not hold (a crash between the two writes)."""
+    rows = [row for row in read_history(run_dir) if int(row["epoch"]) < epochs]
+    path = os.path.join(run_dir, callbacks.HISTORY)
+    if os.path.isfile(path):
+        with open(path, "w", newline="") as f:
+            if rows:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    return rows
+
+
+@reports_user_errors
+def main(argv=None):
+    args = parse_args(argv)
+    settings = settings_from(args)
+    run_dir = settings["save_to"]
+    check_run_folder(run_dir, args.overwrite, args.resume)
+    write_sample_if_default(settings)
+    train_reader, val_reader = open_run_data(settings)
+    train_gen, val_gen = run_batches(settings, train_reader, val_reader, workers=settings["workers"],
+                                     use_multiprocessing=settings["use_multiprocessing"])
+    settings.update(class_names=train_reader.class_names, data_format=train_reader.fmt,
+                    data=[os.path.abspath(p) for p in settings["data"]],
+                    val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None)
+    model = compiled_model(settings, args.from_ckpt)
+    print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
+          f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes")
+
+    best_so_far, done = None, 0
+    if args.resume:
+        done = callbacks.restore(model, run_dir)
+        history = trim_history(run_dir, done)
+        best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
+    else:
+        if os.path.exists(run_dir):
+            shutil.rmtree(run_dir)  # checked above: a run folder the user asked to overwrite
+        os.makedirs(run_dir)
+        config.save(run_dir, settings)
+
+    model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
+              verbose=1 if sys.stdout.isatty() else 2,
+              callbacks=callbacks.get(run_dir, [train_gen, val_gen], settings["keep_checkpoints"],
+                                      settings["early_stopping"], best_so_far))
+
+    history = read_history(run_dir)
+    best = max(history, key=lambda row: float(row["val_accuracy"]))
+    print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
+          f"{len(history)} epochs run; run folder: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
