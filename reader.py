@@ -91,19 +91,26 @@ def choose_classes(available, wanted):
 
 
 class QuickDrawNpy:
-    """A folder of QuickDraw numpy_bitmap files, `<class>.npy` or `full_numpy_bitmap_<class>.npy`."""
+    """QuickDraw numpy_bitmap files, `<class>.npy` or `full_numpy_bitmap_<class>.npy`: a folder of them, or files."""
 
     name = "quickdraw_npy"
     PREFIX = "full_numpy_bitmap_"
 
     @staticmethod
     def detect(paths):
-        return len(paths) == 1 and os.path.isdir(paths[0]) and bool(glob.glob(os.path.join(paths[0], "*.npy")))
+        return bool(QuickDrawNpy.files_in(paths))
+
+    @staticmethod
+    def files_in(paths):
+        """The .npy files: those given, or those in the one folder given."""
+        if len(paths) == 1 and os.path.isdir(paths[0]):
+            return sorted(glob.glob(os.path.join(paths[0], "*.npy")))
+        return paths if all(p.endswith(".npy") and os.path.isfile(p) for p in paths) else []
 
     def __init__(self, paths, classes=None, max_per_class=None, **_):
         if not self.detect(paths):
-            raise UserError(f"quickdraw_npy needs one folder of .npy files, got: {', '.join(paths)}")
-        files = {self.class_of(f): f for f in sorted(glob.glob(os.path.join(paths[0], "*.npy")))}
+            raise UserError(f"quickdraw_npy needs a folder of .npy files or .npy files, got: {', '.join(paths)}")
+        files = {self.class_of(f): f for f in self.files_in(paths)}
         self.class_names = choose_classes(sorted(files), classes)
         self.arrays, counts = [], []
         for name in tqdm(self.class_names, desc="indexing .npy", unit="class", disable=None):

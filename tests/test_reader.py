@@ -35,6 +35,11 @@ def test_npy_full_numpy_bitmap_names_and_square_arrays(tmp_path):
     assert reader.load(6).shape == (28, 28, 1)
 
 
+def test_npy_single_files(npy_dir):
+    reader = DataReader([os.path.join(npy_dir, "cat.npy"), os.path.join(npy_dir, "apple.npy")])
+    assert reader.class_names == ["apple", "cat"] and len(reader) == 80
+
+
 def test_npy_max_per_class_and_class_subset(npy_dir):
     reader = DataReader(npy_dir, max_per_class=10, classes=["cat", "apple"])
     assert reader.class_names == ["cat", "apple"]
