@@ -27,6 +27,9 @@ class Classifier:
 
     def __init__(self, path, input_shape, num_classes):
         self.path = str(path)
+        if any(d is None or d < 1 for d in input_shape):
+            raise UserError(f"{path} has no fixed input size (input shape {tuple(input_shape)}); "
+                            f"save the model with a fixed input shape (H, W, C)")
         self.input_shape = tuple(int(d) for d in input_shape)
         self.num_classes = int(num_classes)
 
@@ -132,10 +135,11 @@ def _load_tflite(path):
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        interpreter = Interpreter(model_path=str(path))
-    except (ValueError, RuntimeError) as error:
-        raise UserError(f"cannot load {path} as a TFLite model ({_first_line(error)}); {ACCEPTED}") from None
-    return TFLiteClassifier(path, interpreter)
+        return TFLiteClassifier(path, Interpreter(model_path=str(path)))
+    except (ValueError, RuntimeError) as error:  # not a model, or an op this CPU runtime lacks (an Edge TPU op)
+        hint = "; an Edge TPU model runs only with the Edge TPU runtime" if "edgetpu" in str(error).lower() else ""
+        raise UserError(f"cannot load {path} as a TFLite model to run here ({_first_line(error)}){hint}; "
+                        f"{ACCEPTED}") from None
 
 
 def load_classifier(path):

@@ -17,6 +17,7 @@ import keras
 import callbacks
 import config
 import doodles
+import plots
 from datagen import open_run_data, run_batches
 from errors import ArgumentParser, UserError, reports_user_errors
 from reader import FORMATS
@@ -206,6 +207,7 @@ def main(argv=None):
     best = max(history, key=lambda row: float(row["val_accuracy"]))
     print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
           f"{len(history)} epochs run; run folder: {run_dir}")
+    print(f"training curves: {plots.training_curves(run_dir)}")
 
 
 if __name__ == "__main__":

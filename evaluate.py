@@ -1,0 +1,274 @@
+"""Measure a trained model on labeled images: accuracy, loss, per-class scores and a confusion matrix.
+
+    python evaluate.py --read_from progress/test
+    python evaluate.py --read_from progress/test --model_file deploy/test/model.tflite
+    python evaluate.py --read_from progress/test --data more_labeled_images/ --save_to evaluation/more
+
+By default it evaluates the run's best.keras on the run's own validation images, with the same split,
+preprocessing and --eval_samples sample as deploy.py's report (so an int8 model.tflite scores here exactly
+what deploy_report.json says). With --data it evaluates every labeled item of that source instead, its
+labels matched to the run's classes by name (items of classes the run does not know are skipped).
+Prints top-1 and top-k accuracy (k = min(5, classes)), the mean crossentropy loss and a per-class table;
+writes metrics.json, confusion_matrix.csv and confusion_matrix.png to --save_to (default:
+RUN_DIR/evaluation/<model file name with '.' as '_'>, e.g. evaluation/best_keras).
+
+Conventions (see metrics()): confusion matrix rows are true classes, columns predicted classes. A class
+that is never predicted has precision 0 (not NaN), a class absent from the labels has recall 0, and F1 is 0
+when precision + recall is 0. Macro averages are over the classes present in the labels; weighted averages
+weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
+to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
+"""
+import argparse
+import csv
+import json
+import os
+
+import numpy as np
+
+import config
+import plots
+from datagen import BatchGenerator, open_run_data, run_batches
+from errors import ArgumentParser, UserError, reports_user_errors
+from inference import predict_batches
+from predict import check_class_names, check_probabilities, image_classifier, model_path
+from reader import FORMATS, DataReader
+
+DEFAULT_EVAL_SAMPLES = 1000  # deploy.py's default, so both report on the same validation images
+EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
+METRICS, MATRIX_CSV, MATRIX_PNG = "metrics.json", "confusion_matrix.csv", "confusion_matrix.png"
+
+
+# --- metrics: pure NumPy ---------------------------------------------------------------------------------
+
+def confusion_matrix(predicted, labels, num_classes):
+    """int64 (K, K) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return matrix
+
+
+def per_class_scores(matrix):
+    """(precision, recall, f1, support) arrays from a confusion matrix; 0 where a ratio would be 0/0."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    hits = np.diag(matrix)
+    predicted, support = matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return precision, recall, f1, support.astype(np.int64)
+
+
+def top_k_accuracy(probabilities, labels, k):
+    """Share of items whose true class is among the k highest probabilities (ties go to the lower index,
+    as with argmax, so top-1 here equals argmax accuracy)."""
+    order = np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(order == np.asarray(labels)[:, None], axis=1)))
+
+
+def crossentropy(probabilities, labels):
+    """Mean -log p(true class), as Keras computes it from probabilities: each row is scaled to sum 1 (an int8
+    model's outputs do not quite), then clipped to [EPSILON, 1 - EPSILON]."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    sums = probabilities.sum(axis=1, keepdims=True)
+    probabilities = probabilities / np.maximum(sums, EPSILON)
+    true = probabilities[np.arange(len(probabilities)), np.asarray(labels)]
+    return float(np.mean(-np.log(np.clip(true, EPSILON, 1 - EPSILON))))
+
+
+def metrics(probabilities, labels, class_names, k=None):
+    """Every number evaluate.py reports, for class probabilities (N, K) and true labels (N,) in 0..K-1.
+
+    Returns a JSON-ready dict: items, top1, top_k (with k, default min(5, K)), loss, per_class
+    {name: {precision, recall, f1, support}}, macro and weighted averages, class_names and the confusion
+    matrix (rows true, columns predicted)."""
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels, dtype=np.int64)
+    num_classes = len(class_names)
+    if probabilities.ndim != 2 or probabilities.shape != (len(labels), num_classes):
+        raise ValueError(f"probabilities {probabilities.shape} do not fit {len(labels)} labels "
+                         f"of {num_classes} classes")
+    if len(labels) == 0:
+        raise ValueError("no items to evaluate")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be in 0..{num_classes - 1}")
+    k = min(5, num_classes) if k is None else k
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(predicted, labels, num_classes)
+    precision, recall, f1, support = per_class_scores(matrix)
+    present = support > 0
+    weights = support / support.sum()
+    return {
+        "items": int(len(labels)),
+        "top1": float(np.mean(predicted == labels)),
+        "k": int(k),
+        "top_k": top_k_accuracy(probabilities, labels, k),
+        "loss": crossentropy(probabilities, labels),
+        "per_class": {name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                             "support": int(support[c])} for c, name in enumerate(class_names)},
+        "macro": {"precision": float(precision[present].mean()), "recall": float(recall[present].mean()),
+                  "f1": float(f1[present].mean())},
+        "weighted": {"precision": float(weights @ precision), "recall": float(weights @ recall),
+                     "f1": float(weights @ f1)},
+        "class_names": list(class_names),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def table(result):
+    """The per-class table as text, one line per class, then the averages."""
+    names = result["class_names"]
+    width = max(12, *(len(n) for n in names)) + 2
+    lines = [f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name in names:
+        row = result["per_class"][name]
+        lines.append(f"{name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
+                     f"{row['support']:>10}")
+    for average in ("macro", "weighted"):
+        row = result[average]
+        lines.append(f"{average + ' avg':<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+                     f"{row['f1']:>10.4f}{result['items']:>10}")
+    return "\n".join(lines)
+
+
+def write_confusion_csv(path, matrix, class_names):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *class_names])
+        for name, row in zip(class_names, matrix):
+            writer.writerow([name, *(int(v) for v in row)])
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description="Evaluate a trained model: accuracy, loss, per-class scores, confusion matrix.")
+    p.add_argument("--read_from", required=True, help="run folder written by train.py")
+    p.add_argument("--model_file", help="model to evaluate: .keras, .h5 or .tflite (default: the run's best.keras); "
+                                        "a bare file name such as model.tflite is looked up in the run folder")
+    p.add_argument("--data", nargs="+", help="labeled images to evaluate instead of the run's validation images "
+                                             "(folders, files, globs; labels mapped through the run's class names)")
+    p.add_argument("--data_format", choices=["auto", *FORMATS], default="auto",
+                   help="format of --data (default: %(default)s)")
+    p.add_argument("--eval_samples", type=positive_int,
+                   help=f"evaluate a seeded sample of this many items (default: {DEFAULT_EVAL_SAMPLES} of the run's "
+                        f"validation images, as deploy.py does; all labeled items of --data)")
+    p.add_argument("--save_to", help="folder for metrics.json, confusion_matrix.csv/.png "
+                                     "(default: RUN_DIR/evaluation/<model file name with . as _>, "
+                                     "e.g. evaluation/best_keras)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --save_to")
+    return p.parse_args(argv)
+
+
+def output_folder(args, path):
+    folder = args.save_to or os.path.join(args.read_from, "evaluation", os.path.basename(path).replace(".", "_"))
+    if os.path.isfile(folder):
+        raise UserError(f"--save_to {folder} is a file; give a folder")
+    if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
+        raise UserError(f"{folder} already exists and is not empty; pass --overwrite to replace its "
+                        f"{METRICS}, {MATRIX_CSV} and {MATRIX_PNG}, or choose another --save_to")
+    return folder
+
+
+def run_labels(reader, class_names):
+    """The reader's labels as the run's class indices, matched by class name; -1 for unlabeled items and for
+    classes the run does not know (those are skipped, with a note). A source whose names are bare indices
+    (TFRecords without a labels.txt) is taken by index when the run's names are not indices themselves."""
+    names = list(reader.class_names)
+    numeric = all(n.isdigit() and int(n) < len(class_names) for n in names)
+    if numeric and not all(n in class_names for n in names) and not any(n.isdigit() for n in class_names):
+        print(f"note: {', '.join(reader.paths)} names its classes by index only; taking label i as the run's "
+              f"class i ({', '.join(class_names[:3])}, ...)")
+        remap = [int(n) for n in names]
+    else:
+        remap = [class_names.index(n) if n in class_names else -1 for n in names]
+    labels = np.asarray(reader.labels)
+    mapped = np.where(labels >= 0, np.array(remap + [-1], dtype=np.int64)[labels], -1)
+    unknown = [n for i, (n, r) in enumerate(zip(names, remap)) if r < 0 and np.any(labels == i)]
+    listed = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+    if unknown:
+        skipped = int(np.sum((labels >= 0) & (mapped < 0)))
+        if skipped == int(np.sum(labels >= 0)):
+            raise UserError(f"none of the data's classes ({listed}) is one the run was trained on: "
+                            f"{', '.join(class_names)}")
+        print(f"note: skipping {skipped} item(s) of classes the run was not trained on: {listed}")
+    return mapped
+
+
+def evaluation_batches(args, settings):
+    """The batches to evaluate and a description of them: the run's validation images, or --data."""
+    if args.data is None:
+        train_reader, val_reader = open_run_data(settings)
+        limit = args.eval_samples or DEFAULT_EVAL_SAMPLES
+        _, batches = run_batches(settings, train_reader, val_reader, limit=limit)
+        source = {"source": "the run's val_data" if val_reader else "the run's validation split",
+                  "eval_samples": limit, "seed": settings["seed"], "paths": settings["val_data"] or settings["data"]}
+        return batches, source
+    reader = DataReader(args.data, args.data_format)
+    unlabeled = int(np.sum(reader.labels < 0))
+    if unlabeled == len(reader):
+        raise UserError(f"{', '.join(args.data)} has no labels; evaluate needs labeled images "
+                        f"(use predict.py for unlabeled ones)")
+    # The data's own class order may differ from the run's (or hold only some of its classes): score it by
+    # the run's indices. BatchGenerator reads reader.labels, so that is where the run's indices go.
+    reader.labels = run_labels(reader, settings["class_names"])
+    reader.class_names = list(settings["class_names"])
+    batches = BatchGenerator(reader, "test", batch_size=settings["batch_size"], input_size=settings["input_size"],
+                             channels=settings["channels"], seed=settings["seed"])
+    batches.indices = batches.indices[reader.labels[batches.indices] >= 0]
+    if args.eval_samples is not None and args.eval_samples < len(batches.indices):
+        rng = np.random.default_rng([settings["seed"], len(batches.indices)])
+        batches.indices = np.sort(rng.choice(batches.indices, args.eval_samples, replace=False))
+    if unlabeled:
+        print(f"note: skipping {unlabeled} unlabeled item(s) of {', '.join(args.data)}")
+    source = {"source": "--data", "paths": [os.path.abspath(p) for p in args.data],
+              "eval_samples": args.eval_samples, "seed": settings["seed"]}
+    return batches, source
+
+
+@reports_user_errors
+def main(argv=None):
+    args = parse_args(argv)
+    settings = config.read(args.read_from)
+    path = model_path(args.read_from, args.model_file)
+    folder = output_folder(args, path)
+    classifier = image_classifier(path)
+    check_class_names(classifier, settings["class_names"], os.path.join(args.read_from, config.CONFIG_FILE))
+    expected = (*settings["input_size"], settings["channels"])
+    if classifier.input_shape != tuple(expected):
+        raise UserError(f"{path} takes images {classifier.input_shape} but the run {args.read_from} prepares "
+                        f"{tuple(expected)}; evaluate a model of this run")
+    batches, source = evaluation_batches(args, settings)
+    if len(batches.indices) == 0:
+        raise UserError("no labeled items to evaluate")
+
+    probabilities, labels = predict_batches(classifier, batches, desc=f"evaluating {os.path.basename(path)}")
+    check_probabilities(classifier, probabilities, len(labels))
+    result = metrics(probabilities, labels, settings["class_names"])
+    result = {"model": os.path.abspath(path), "kind": classifier.kind, "run": os.path.abspath(args.read_from),
+              "data": source, **result}
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, METRICS), "w") as f:
+        json.dump(result, f, indent=2)
+    matrix = np.array(result["confusion_matrix"])
+    write_confusion_csv(os.path.join(folder, MATRIX_CSV), matrix, settings["class_names"])
+    plots.confusion_matrix_png(matrix, settings["class_names"], os.path.join(folder, MATRIX_PNG),
+                               f"{os.path.basename(path)}: {result['items']} images, top-1 {result['top1']:.4f}")
+
+    print(f"{os.path.basename(path)} ({classifier.kind}) on {result['items']} images ({source['source']})")
+    print(f"top-1 accuracy {result['top1']:.4f}   top-{result['k']} accuracy {result['top_k']:.4f}   "
+          f"loss {result['loss']:.4f}")
+    print(table(result))
+    print(f"wrote {METRICS}, {MATRIX_CSV}, {MATRIX_PNG} to {folder}")
+
+
+if __name__ == "__main__":
+    main()

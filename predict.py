@@ -1,0 +1,208 @@
+"""Predict classes for new images with a trained run or a deployed model; write one CSV row per image.
+
+    python predict.py --read_from progress/test --data test.tfrecords --output_file predictions.csv
+    python predict.py --model_file deploy/test/model.tflite --data photos/ --output_file predictions.csv --top_k 3
+    python predict.py --read_from progress/test --data test.tfrecords --output_file submission.csv --kaggle
+
+Reads anything DataReader reads (the KMLC unlabeled test TFRecords with `image` + `image_id`, image folders,
+single image files, QuickDraw .npy files); labels in the data, if any, are ignored. Images are resized and
+converted by datagen.prepare to the model's own input shape, as in training. Keras (.keras, .h5) and LiteRT
+(.tflite, int8 or float) models answer the same way.
+
+The CSV has `id,class,name,prob` (the item's id: the TFRecord's image_id, or the image file's path; the
+predicted class index and name; its probability), then `class_2,name_2,prob_2, ...` for the next guesses
+with --top_k. --kaggle writes the KMLC leaderboard's `Id,Category` (Category = predicted class index).
+The CSV is written to a temporary file beside it and renamed when complete: a failure never leaves a part.
+"""
+import argparse
+import csv
+import json
+import os
+import tempfile
+
+import numpy as np
+
+import config
+from callbacks import BEST_MODEL
+from datagen import BatchGenerator
+from errors import ArgumentParser, UserError, reports_user_errors
+from inference import load_classifier, predict_batches
+from reader import FORMATS, DataReader, read_labels_txt
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description="Write a CSV of predicted classes for images, with a run or a model file.")
+    p.add_argument("--read_from", help="run folder written by train.py (its best.keras and class names)")
+    p.add_argument("--model_file", help="model to run: .keras, .h5 or .tflite (default: the run's best.keras); "
+                                        "a bare file name is looked up in --read_from")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="images to classify: TFRecord files, image folders or files, .npy files, globs")
+    p.add_argument("--data_format", choices=["auto", *FORMATS], default="auto",
+                   help="format of --data (default: %(default)s)")
+    p.add_argument("--output_file", default="predictions.csv", help="CSV to write (default: %(default)s)")
+    p.add_argument("--top_k", type=positive_int, default=1,
+                   help="guesses per image, best first; more than 1 adds class_2, name_2, prob_2, ... columns "
+                        "(default: %(default)s)")
+    p.add_argument("--kaggle", action="store_true",
+                   help="write the KMLC leaderboard form: Id,Category (Category = predicted class index)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = p.parse_args(argv)
+    if not args.read_from and not args.model_file:
+        p.error("give --read_from RUN_DIR or --model_file FILE (or both)")
+    if args.kaggle and args.top_k > 1:
+        p.error("--kaggle writes one guess per image (Id,Category); drop --top_k or --kaggle")
+    return args
+
+
+# --- shared with evaluate.py: which model file, and a classifier that takes images -----------------------
+
+def model_path(run_dir, model_file):
+    """The model file to load: the run's best.keras by default; a bare name (no folder) is in the run folder."""
+    if model_file is None:
+        path = os.path.join(run_dir, BEST_MODEL)
+        if not os.path.isfile(path):
+            raise UserError(f"no trained model in {run_dir}: {BEST_MODEL} is missing "
+                            f"(did training finish an epoch?)")
+        return path
+    if run_dir and not os.path.dirname(model_file):
+        path = os.path.join(run_dir, model_file)
+        if not os.path.isfile(path):
+            raise UserError(f"no such model file: {path} (a bare --model_file name is looked up in the run "
+                            f"folder; write ./{model_file} for a file in the current folder)")
+        return path
+    return model_file
+
+
+def image_classifier(path):
+    """load_classifier, plus the check that its input is an image with 1 or 3 channels."""
+    classifier = load_classifier(path)
+    shape = classifier.input_shape
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise UserError(f"{path} takes input of shape {shape}; expected images (H, W, C) with 1 or 3 channels")
+    return classifier
+
+
+def check_class_names(classifier, class_names, where):
+    if len(class_names) != classifier.num_classes:
+        raise UserError(f"{classifier.path} predicts {classifier.num_classes} classes but {where} names "
+                        f"{len(class_names)}")
+
+
+def check_probabilities(classifier, probabilities, count):
+    if probabilities.shape != (count, classifier.num_classes):
+        raise UserError(f"{classifier.path} answered with shape {probabilities.shape} for {count} images; "
+                        f"expected ({count}, {classifier.num_classes}): it is not an image classifier")
+
+
+def class_names_beside(path, num_classes):
+    """Class names for a bare model file: labels.txt beside it, else config.json beside it, else 0..K-1."""
+    folder = os.path.dirname(os.path.abspath(path))
+    names = read_labels_txt([folder])
+    if names:
+        return names, os.path.join(folder, "labels.txt")
+    config_path = os.path.join(folder, config.CONFIG_FILE)
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as f:
+                names = json.load(f).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            names = None
+        if isinstance(names, list) and names:
+            return [str(n) for n in names], config_path
+    return [str(n) for n in range(num_classes)], None
+
+
+# --- the predictions -------------------------------------------------------------------------------------
+
+def top_k(probabilities, k):
+    """(classes, probabilities) of the k best guesses per row, best first; ties go to the lower index,
+    so the first guess is always argmax."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probabilities, order, axis=1)
+
+
+def rows(ids, probabilities, class_names, k, kaggle=False):
+    """The CSV's header and rows."""
+    classes, probs = top_k(probabilities, k)
+    if kaggle:
+        return ["Id", "Category"], [[item, int(c[0])] for item, c in zip(ids, classes)]
+    header = ["id", "class", "name", "prob"]
+    for n in range(2, k + 1):
+        header += [f"class_{n}", f"name_{n}", f"prob_{n}"]
+    body = []
+    for item, row_classes, row_probs in zip(ids, classes, probs):
+        row = [item]
+        for c, p in zip(row_classes, row_probs):
+            row += [int(c), class_names[c], f"{p:.6f}"]
+        body.append(row)
+    return header, body
+
+
+def check_output_file(path, overwrite):
+    if os.path.isdir(path):
+        raise UserError(f"--output_file {path} is a folder; give a file name such as {path}/predictions.csv")
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+
+
+def write_csv_atomically(path, header, body):
+    """Write to a temporary file in the same folder, then rename: readers never see a partial CSV."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(body)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+@reports_user_errors
+def main(argv=None):
+    args = parse_args(argv)
+    check_output_file(args.output_file, args.overwrite)
+    if args.read_from:
+        settings = config.read(args.read_from)
+        path = model_path(args.read_from, args.model_file)
+        class_names, names_from = settings["class_names"], os.path.join(args.read_from, config.CONFIG_FILE)
+    else:
+        path = args.model_file
+    classifier = image_classifier(path)
+    if not args.read_from:
+        class_names, names_from = class_names_beside(path, classifier.num_classes)
+    if names_from is not None:
+        check_class_names(classifier, class_names, names_from)
+    if args.top_k > classifier.num_classes:
+        raise UserError(f"--top_k {args.top_k} is more than the model's {classifier.num_classes} classes; "
+                        f"choose 1 to {classifier.num_classes}")
+
+    reader = DataReader(args.data, args.data_format)
+    height, width, channels = classifier.input_shape
+    batches = BatchGenerator(reader, mode="test", batch_size=args.batch_size, input_size=(height, width),
+                             channels=channels)
+    probabilities, _ = predict_batches(classifier, batches, desc=f"predicting with {os.path.basename(path)}")
+    check_probabilities(classifier, probabilities, len(batches.indices))
+    ids = reader.ids
+    header, body = rows([ids[i] for i in batches.indices], probabilities, class_names, args.top_k, args.kaggle)
+    write_csv_atomically(args.output_file, header, body)
+    counts = np.bincount(probabilities.argmax(1), minlength=len(class_names))
+    common = ", ".join(f"{class_names[c]} {counts[c]}" for c in np.argsort(-counts, kind="stable")[:5] if counts[c])
+    print(f"{len(body)} predictions ({classifier.kind} model {path}) written to {args.output_file}; "
+          f"most predicted: {common}")
+
+
+if __name__ == "__main__":
+    main()
