@@ -11,11 +11,13 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import keras
 
 import callbacks
 import config
+import distribute
 import doodles
 import plots
 from datagen import open_run_data, run_batches
@@ -102,6 +104,12 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=positive_int, help="parallel batch loaders (default: 1)")
     p.add_argument("--use_multiprocessing", action=argparse.BooleanOptionalAction,
                    help="load batches in processes rather than threads")
+    p.add_argument("--distribute", choices=distribute.MODES, default="none",
+                   help="data_parallel: replicate over all devices of all processes (JAX backend; see README)")
+    p.add_argument("--coordinator_address", help="host:port of process 0, the same for every process "
+                                                 "(default: from TF_CONFIG when set)")
+    p.add_argument("--num_processes", type=positive_int, help="processes in a multi-process job")
+    p.add_argument("--process_id", type=non_negative_int, help="this process's index, 0 to num_processes-1")
     return p.parse_args(argv)
 
 
@@ -172,42 +180,57 @@ def trim_history(run_dir, epochs):
 
 @reports_user_errors
 def main(argv=None):
+    """Train; returns the trained model (for scripts and tests)."""
     args = parse_args(argv)
+    cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
     settings = settings_from(args)
     run_dir = settings["save_to"]
-    check_run_folder(run_dir, args.overwrite, args.resume)
-    write_sample_if_default(settings)
+    if cluster.is_chief:
+        check_run_folder(run_dir, args.overwrite, args.resume)
+        write_sample_if_default(settings)
     train_reader, val_reader = open_run_data(settings)
-    train_gen, val_gen = run_batches(settings, train_reader, val_reader, workers=settings["workers"],
+    train_gen, val_gen = run_batches(settings, train_reader, val_reader, shard=cluster.process_id,
+                                     num_shards=cluster.num_processes, workers=settings["workers"],
                                      use_multiprocessing=settings["use_multiprocessing"])
     settings.update(class_names=train_reader.class_names, data_format=train_reader.fmt,
                     data=[os.path.abspath(p) for p in settings["data"]],
-                    val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None)
+                    val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None,
+                    distribute=args.distribute, num_processes=cluster.num_processes)
+    distribute.start(args.distribute, cluster)
+    keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model
     model = compiled_model(settings, args.from_ckpt)
     print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
-          f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes")
+          f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
+          + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))
 
     best_so_far, done = None, 0
     if args.resume:
         done = callbacks.restore(model, run_dir)
-        history = trim_history(run_dir, done)
-        best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
-    else:
+        if cluster.is_chief:
+            history = trim_history(run_dir, done)
+            best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
+    elif cluster.is_chief:
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)  # checked above: a run folder the user asked to overwrite
         os.makedirs(run_dir)
         config.save(run_dir, settings)
 
+    # Saving a distributed model is collective: every process saves, but only process 0 into the run folder.
+    writes_to = run_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"process{cluster.process_id}-")
     model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
-              verbose=1 if sys.stdout.isatty() else 2,
-              callbacks=callbacks.get(run_dir, [train_gen, val_gen], settings["keep_checkpoints"],
+              verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
+              callbacks=callbacks.get(writes_to, [train_gen, val_gen], settings["keep_checkpoints"],
                                       settings["early_stopping"], best_so_far))
-
+    if not cluster.is_chief:
+        shutil.rmtree(writes_to)
+        print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")
+        return model
+    print(f"training curves: {plots.training_curves(run_dir)}")
     history = read_history(run_dir)
     best = max(history, key=lambda row: float(row["val_accuracy"]))
     print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
           f"{len(history)} epochs run; run folder: {run_dir}")
-    print(f"training curves: {plots.training_curves(run_dir)}")
+    return model
 
 
 if __name__ == "__main__":
