@@ -20,7 +20,7 @@ import config
 import edgetpu
 from callbacks import BEST_MODEL
 from datagen import ImageGenerator, open_run_data, run_batches
-from errors import ArgumentParser, UserError, reports_user_errors
+from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import latency_ms, load_classifier, predict_batches
 
 FORMATS = ("h5", "tflite", "edgetpu")
@@ -33,13 +33,6 @@ def formats(text):
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(f"unknown format '{','.join(unknown)}'; choose from: {', '.join(FORMATS)}")
     return chosen
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def parse_args(argv=None):

@@ -1,10 +1,11 @@
-"""User-facing errors and the way every command-line tool reports them.
+"""User-facing errors, the way every command-line tool reports them, and the flag-value checks they share.
 
 A mistake in what the user gave (a path, a flag value, a file) is a UserError: the tools print it as one
 line `error: ...`, exit with code 2, and have written nothing. Anything else is a bug and keeps its traceback.
 """
 import argparse
 import functools
+import json
 import sys
 
 
@@ -32,3 +33,53 @@ def reports_user_errors(main):
             sys.exit(2)
 
     return wrapper
+
+
+# Flag types: argparse reports their ArgumentTypeError as `error: argument --flag: <message>`.
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def ratio(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def image_size(text):
+    try:
+        height, width = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be H,W (two positive integers, e.g. 224,224), got '{text}'")
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"must be H,W with positive sizes, got '{text}'")
+    return [height, width]
+
+
+def json_object(text):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"alpha\": 0.5}}', got '{text}'")
+    return value

@@ -18,7 +18,6 @@ when precision + recall is 0. Macro averages are over the classes present in the
 weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
 to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
 """
-import argparse
 import csv
 import json
 import os
@@ -28,7 +27,7 @@ import numpy as np
 import config
 import plots
 from datagen import BatchGenerator, open_run_data, run_batches
-from errors import ArgumentParser, UserError, reports_user_errors
+from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import predict_batches
 from predict import check_class_names, check_probabilities, image_classifier, model_path
 from reader import FORMATS, DataReader
@@ -140,12 +139,6 @@ def write_confusion_csv(path, matrix, class_names):
 
 
 # --- the command -----------------------------------------------------------------------------------------
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def parse_args(argv=None):

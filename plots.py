@@ -9,7 +9,6 @@ Headless (matplotlib's Agg backend): it writes PNG files and never opens a windo
 the template's own pipeline, datagen.prepare and datagen.default_augmenter, so it shows exactly what
 training with --jitter sees.
 """
-import argparse
 import csv
 import os
 
@@ -19,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from errors import ArgumentParser, UserError, reports_user_errors  # noqa: E402
+from errors import ArgumentParser, UserError, image_size, positive_int, reports_user_errors  # noqa: E402
 
 CURVES = "curves.png"
 HISTORY = "history.csv"  # callbacks.HISTORY; not imported, so plotting needs no Keras
@@ -183,22 +182,6 @@ def jitter_preview(reader, path, input_size=(28, 28), channels=1, count=8, versi
 
 
 # --- the command -----------------------------------------------------------------------------------------
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def image_size(text):
-    try:
-        height, width = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be H,W (two positive integers, e.g. 160,160), got '{text}'")
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"must be H,W with positive sizes, got '{text}'")
-    return [height, width]
 
 
 def parse_args(argv=None):

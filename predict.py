@@ -14,7 +14,6 @@ predicted class index and name; its probability), then `class_2,name_2,prob_2, .
 with --top_k. --kaggle writes the KMLC leaderboard's `Id,Category` (Category = predicted class index).
 The CSV is written to a temporary file beside it and renamed when complete: a failure never leaves a part.
 """
-import argparse
 import csv
 import json
 import os
@@ -25,16 +24,9 @@ import numpy as np
 import config
 from callbacks import BEST_MODEL
 from datagen import BatchGenerator
-from errors import ArgumentParser, UserError, reports_user_errors
+from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import load_classifier, predict_batches
 from reader import FORMATS, DataReader, read_labels_txt
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def parse_args(argv=None):

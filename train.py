@@ -7,7 +7,6 @@ Every flag's default lives in config.DEFAULTS. Bad input is reported in one line
 """
 import argparse
 import csv
-import json
 import os
 import shutil
 import sys
@@ -21,56 +20,9 @@ import distribute
 import doodles
 import plots
 from datagen import open_run_data, run_batches
-from errors import ArgumentParser, UserError, reports_user_errors
+from errors import (ArgumentParser, UserError, image_size, json_object, non_negative_int, positive_float, positive_int,
+                    ratio, reports_user_errors)
 from reader import FORMATS
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def ratio(text):
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def image_size(text):
-    try:
-        height, width = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be H,W (two positive integers, e.g. 224,224), got '{text}'")
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"must be H,W with positive sizes, got '{text}'")
-    return [height, width]
-
-
-def json_object(text):
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"alpha\": 0.5}}', got '{text}'")
-    return value
 
 
 def parse_args(argv=None):
