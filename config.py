@@ -40,6 +40,8 @@ OPTIMIZERS = {
     "rmsprop": keras.optimizers.RMSprop,
 }
 
+SCHEDULES = ("cosine", "constant")  # cosine: decays to 0 over the run, which steadies the last epochs
+
 SAMPLE_DATA = "data/doodles"  # written by doodles.py on first use when --data is not given
 
 DEFAULTS = {
@@ -57,6 +59,7 @@ DEFAULTS = {
     "num_epochs": 10,
     "batch_size": 128,
     "learning_rate": 1e-3,
+    "lr_schedule": "cosine",
     "optimizer": "adam",
     "loss": "crossentropy",
     "jitter": False,

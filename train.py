@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--num_epochs", type=positive_int, help=f"epochs to train (default: {d['num_epochs']})")
     p.add_argument("--batch_size", type=positive_int, help=f"batch size (default: {d['batch_size']})")
     p.add_argument("--learning_rate", type=positive_float, help=f"learning rate (default: {d['learning_rate']})")
+    p.add_argument("--lr_schedule", choices=config.SCHEDULES,
+                   help=f"learning rate over the run (default: {d['lr_schedule']})")
     p.add_argument("--optimizer", choices=list(config.OPTIMIZERS), help=f"optimizer (default: {d['optimizer']})")
     p.add_argument("--loss", choices=list(config.LOSSES), help=f"loss (default: {d['loss']})")
     p.add_argument("--jitter", action=argparse.BooleanOptionalAction, help="imgaug augmentation of training images")
@@ -97,14 +99,17 @@ def write_sample_if_default(settings):
         print(f"wrote the synthetic doodle sample to {config.SAMPLE_DATA}")
 
 
-def compiled_model(settings, from_ckpt=None):
+def compiled_model(settings, steps_per_epoch, from_ckpt=None):
     model = config.build_model(settings)
     if from_ckpt:
         try:
             model.load_weights(from_ckpt)
         except Exception as error:
             raise UserError(f"cannot load weights from {from_ckpt} into {settings['model']}: {error}") from None
-    optimizer = config.OPTIMIZERS[settings["optimizer"]](learning_rate=settings["learning_rate"])
+    learning_rate = settings["learning_rate"]
+    if settings.get("lr_schedule", "constant") == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, settings["num_epochs"] * steps_per_epoch)
+    optimizer = config.OPTIMIZERS[settings["optimizer"]](learning_rate=learning_rate)
     model.compile(optimizer=optimizer, loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
     return model
 
@@ -150,7 +155,7 @@ def main(argv=None):
                     distribute=args.distribute, num_processes=cluster.num_processes)
     distribute.start(args.distribute, cluster)
     keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model
-    model = compiled_model(settings, args.from_ckpt)
+    model = compiled_model(settings, len(train_gen), args.from_ckpt)
     print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
           f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
           + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))

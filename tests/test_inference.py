@@ -6,9 +6,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# inference.py imports loss.py (custom losses) so models compiled with them load; skip until it exists.
-pytest.importorskip("loss", reason="loss.py (custom losses, imported by inference.py) is not in the repo yet")
-
+import deploy  # noqa: E402
 import inference  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -47,21 +45,12 @@ def tiny_model():
     return keras.Model(inputs, outputs)
 
 
-def convert_int8(model):
-    """Full int8 with uint8 input and output, calibrated on images like the test's (TRAPS.md recipe)."""
-    import tensorflow as tf
+class Calibration:
+    """What deploy.to_int8_tflite calibrates on: images like the test's, one at a time."""
 
-    def representative():
+    def representative_dataset(self):
         for image in images(64, seed=123):
             yield [image[None]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return converter.convert()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +61,7 @@ def saved(tmp_path_factory):
     paths = {"keras": folder / "model.keras", "h5": folder / "model.h5", "tflite": folder / "model.tflite"}
     model.save(paths["keras"])
     model.save(paths["h5"])
-    paths["tflite"].write_bytes(convert_int8(model))
+    paths["tflite"].write_bytes(deploy.to_int8_tflite(model, Calibration()))
     return paths
 
 
