@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     data = write_npy(str(root / "npy"), {"apple": 60, "bicycle": 60, "cat": 60})
     run = str(root / "run")
-    assert exit_code(train.main, ["--data", data, "--save_to", run, "--num_epochs", "2", "--batch_size", "16"]) == 0
+    assert exit_code(train.main, ["--data", data, "--save_to", run, "--num_epochs", "3", "--batch_size", "8"]) == 0
     return run
 
 

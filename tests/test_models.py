@@ -1,0 +1,168 @@
+"""Every model file keeps the model contract (DESIGN.md): raw 0-255 pixels in, softmax out, trainable,
+Edge TPU friendly, saved and reloaded as .keras without loss, and never downloading weights.
+
+Models run eagerly here: tracing a MobileNet training graph costs tens of seconds on a small CPU,
+while one eager step takes about one.
+"""
+import os
+import runpy
+
+import keras
+import numpy as np
+import pytest
+
+from models import logistic, mobilenet_v1, mobilenet_v2, quickdraw_cnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 5
+
+# (id, module, input shape, construct kwargs)
+CASES = [
+    ("quickdraw_cnn", quickdraw_cnn, (28, 28, 1), {}),
+    ("logistic", logistic, (28, 28, 1), {}),
+    ("mobilenet_v1-rgb", mobilenet_v1, (32, 32, 3), {"alpha": 0.25}),
+    ("mobilenet_v1-grey", mobilenet_v1, (32, 32, 1), {"alpha": 0.25}),
+    ("mobilenet_v2-rgb", mobilenet_v2, (32, 32, 3), {"alpha": 0.25}),
+    ("mobilenet_v2-grey", mobilenet_v2, (32, 32, 1), {"alpha": 0.25}),
+]
+MOBILENETS = [mobilenet_v1, mobilenet_v2]
+
+# What the Edge TPU runs (shared/docs/TRAPS.md). Anything else must be added here deliberately, after
+# checking that it converts to a supported int8 op.
+ALLOWED_ACTIVATIONS = {"linear", "relu", "relu6", "softmax"}
+ALLOWED_LAYERS = {
+    "InputLayer", "Rescaling", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization", "ReLU",
+    "Activation", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+    "ZeroPadding2D", "Flatten", "Reshape", "Dropout", "Dense", "Add", "Multiply", "Concatenate", "Softmax",
+    "Functional",
+}
+
+
+def pixels(shape, batch=4, seed=0):
+    """Random raw pixel values, as the readers deliver them: float32 in 0-255."""
+    return np.random.default_rng(seed).uniform(0, 255, size=(batch, *shape)).astype("float32")
+
+
+def all_layers(model):
+    """Every layer, including those inside nested models such as a MobileNet base."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
+def edgetpu_problems(model):
+    """Names of layers the Edge TPU cannot run (or that would leave a float island in the int8 model)."""
+    problems = []
+    for layer in all_layers(model):
+        kind = type(layer).__name__
+        if kind not in ALLOWED_LAYERS:
+            problems.append(f"{layer.name}: layer {kind}")
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            name = getattr(activation, "__name__", str(activation))
+            if name not in ALLOWED_ACTIVATIONS:
+                problems.append(f"{layer.name}: activation {name}")
+        if kind == "ReLU":
+            config = layer.get_config()
+            if config["negative_slope"] or config["threshold"] or config["max_value"] not in (None, 6.0):
+                problems.append(f"{layer.name}: ReLU {config}")
+    return problems
+
+
+# Built once per case and shared by the tests below (building a MobileNet takes seconds); no test
+# depends on the weights being untrained.
+@pytest.fixture(scope="module", params=CASES, ids=[case[0] for case in CASES])
+def case(request):
+    _, module, shape, kwargs = request.param
+    keras.utils.set_random_seed(0)
+    return module.construct(shape, NUM_CLASSES, **kwargs), shape
+
+
+def test_softmax_output_from_raw_pixels(case):
+    model, shape = case
+    assert tuple(model.input.shape[1:]) == tuple(shape)
+    # The model normalises itself, so the int8 model can take uint8 pixels directly.
+    assert isinstance(model.layers[1], keras.layers.Rescaling)
+    probabilities = keras.ops.convert_to_numpy(model(pixels(shape), training=False))
+    assert probabilities.shape == (4, NUM_CLASSES)
+    assert np.all(np.isfinite(probabilities)) and np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_one_training_step_changes_weights(case):
+    model, shape = case
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", run_eagerly=True)
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(pixels(shape), np.array([0, 1, 2, 3]))
+    assert np.isfinite(loss)
+    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
+    assert any(changed)
+    # The classifier itself must have learned something, not just BatchNorm statistics.
+    assert not np.array_equal(before[-2], model.get_weights()[-2])
+
+
+def test_edgetpu_friendly(case):
+    model, _ = case
+    assert edgetpu_problems(model) == []
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_edgetpu_check_catches_unsupported_layers():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(2, 3, activation="elu")(inputs)
+    x = keras.layers.Conv2D(2, 3, activation="hard_swish")(x)
+    x = keras.layers.LeakyReLU()(x)
+    x = keras.layers.UpSampling2D()(x)
+    x = keras.layers.Lambda(lambda t: t * 2)(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(2, activation="gelu")(x)
+    problems = " ".join(edgetpu_problems(keras.Model(inputs, outputs)))
+    # Keras names hard_swish "hard_silu".
+    for bad in ["activation elu", "activation hard_silu", "layer LeakyReLU", "layer UpSampling2D", "layer Lambda",
+                "activation gelu"]:
+        assert bad in problems
+
+
+def test_save_and_reload_keep_predictions(case, tmp_path):
+    model, shape = case
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    x = pixels(shape, seed=1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x, training=False)),
+                               keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-6)
+
+
+@pytest.mark.parametrize("module", MOBILENETS, ids=lambda m: m.__name__)
+def test_mobilenet_never_downloads(module, tmp_path):
+    with pytest.raises(ValueError, match="download.*local weights file"):
+        module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25, weights="imagenet")
+    with pytest.raises(ValueError, match="not found"):
+        module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25, weights=str(tmp_path / "missing.h5"))
+
+
+def base_of(model):
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+# .weights.h5 is what Keras 3 saves; .h5 is the legacy format of Keras' own *_no_top.h5 ImageNet files.
+@pytest.mark.parametrize("file_name", ["base.weights.h5", "base.h5"])
+@pytest.mark.parametrize("module", MOBILENETS, ids=lambda m: m.__name__)
+def test_mobilenet_loads_local_weights_file(module, file_name, tmp_path):
+    keras.utils.set_random_seed(1)
+    donor = base_of(module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25))
+    path = str(tmp_path / file_name)
+    donor.save_weights(path) if file_name.endswith(".weights.h5") else donor.save(path)
+    keras.utils.set_random_seed(2)
+    model = module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25, weights=path)
+    loaded = base_of(model).get_weights()
+    assert len(loaded) == len(donor.get_weights())
+    for mine, theirs in zip(loaded, donor.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("name", ["quickdraw_cnn", "logistic", "mobilenet_v1", "mobilenet_v2"])
+def test_running_the_file_prints_a_summary(name, capsys):
+    runpy.run_path(os.path.join(ROOT, "models", f"{name}.py"), run_name="__main__")
+    assert "Total params" in capsys.readouterr().out
