@@ -99,30 +99,46 @@ class BatchGenerator(keras.utils.PyDataset):
     fit). Set `epoch` before an epoch starts (the EpochSeed callback does) to reshuffle and re-jitter."""
 
     def __init__(self, reader, mode="train", batch_size=32, input_size=(28, 28), channels=1, jitter=False,
-                 seed=0, train_ratio=0.8, limit=None, **kwargs):
+                 seed=0, train_ratio=0.8, limit=None, shard=0, num_shards=1, **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size}")
-        self.reader, self.mode, self.batch_size = reader, mode, batch_size
+        if batch_size % num_shards:
+            raise UserError(f"batch_size {batch_size} does not split over {num_shards} processes; "
+                            f"use a multiple of {num_shards}")
+        self.reader, self.mode, self.global_batch_size = reader, mode, batch_size
+        self.batch_size = batch_size // num_shards
+        self.shard, self.num_shards = shard, num_shards
         self.input_size, self.channels, self.seed = tuple(input_size), channels, seed
         self.indices = select(reader, mode, seed, train_ratio, limit)
         self.augmenter = default_augmenter(channels) if jitter and mode == "train" else None
         self.epoch = 0
+        self._order_of_epoch = (None, None)
 
     def __len__(self):
-        return math.ceil(len(self.indices) / self.batch_size)
+        return math.ceil(len(self.order()) / self.batch_size)
 
     def order(self):
-        """This epoch's item order: shuffled from (seed, epoch) in train mode, fixed otherwise."""
-        if self.mode != "train":
-            return self.indices
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+        """This epoch's item order: shuffled from (seed, epoch) in train mode, fixed otherwise.
+
+        With several shards (processes), shard k takes every num_shards-th item of each global batch, so the
+        processes' batches together form the global batch; the last partial global batch is dropped so that
+        every process has the same number of equal batches. Computed once per epoch."""
+        if self._order_of_epoch[0] != self.epoch:
+            order = self.indices
+            if self.mode == "train":
+                order = np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+            if self.num_shards > 1:
+                whole = len(order) // self.global_batch_size * self.global_batch_size
+                order = order[:whole][self.shard::self.num_shards]
+            self._order_of_epoch = (self.epoch, order)
+        return self._order_of_epoch[1]
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
         chosen = self.order()[index * self.batch_size:(index + 1) * self.batch_size]
-        images = np.stack([prepare(self.reader.load(i), self.input_size, self.channels) for i in chosen])
+        images = np.stack([prepare(image, self.input_size, self.channels) for image in self.reader.load_many(chosen)])
         if self.augmenter is not None:
             augmenter = self.augmenter.deepcopy()  # a private copy: threads must not share one RNG
             augmenter.seed_(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
@@ -159,12 +175,14 @@ def open_run_data(settings):
     return train, val
 
 
-def run_batches(settings, train_reader, val_reader, limit=None, **loader_options):
+def run_batches(settings, train_reader, val_reader, limit=None, shard=0, num_shards=1, **loader_options):
     """(training, validation) BatchGenerators of a run: the split of --data, or all of --val_data.
 
-    `limit` caps the validation items (a seeded sample); `loader_options` go to PyDataset."""
+    `limit` caps the validation items (a seeded sample); `shard` of `num_shards` is this process's share
+    in multi-process training; `loader_options` go to PyDataset."""
     common = dict(batch_size=settings["batch_size"], input_size=settings["input_size"],
-                  channels=settings["channels"], seed=settings["seed"], **loader_options)
+                  channels=settings["channels"], seed=settings["seed"], shard=shard, num_shards=num_shards,
+                  **loader_options)
     ratio = 1.0 if val_reader else settings["train_ratio"]
     train = BatchGenerator(train_reader, "train", jitter=settings["jitter"], train_ratio=ratio, **common)
     val = (BatchGenerator(val_reader, "test", limit=limit, **common) if val_reader else

@@ -51,7 +51,7 @@ class Classifier:
 
 
 class KerasClassifier(Classifier):
-    """A Keras model, run in batches by calling it directly (no progress bar, no per-call setup)."""
+    """A Keras model, run in batches through its compiled predict step (no progress bar)."""
 
     kind = "keras"
 
@@ -64,7 +64,7 @@ class KerasClassifier(Classifier):
         images = self.check_images(images)
         if len(images) == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        batches = [np.asarray(self.model(images[i:i + self.batch_size], training=False))
+        batches = [np.asarray(self.model.predict_on_batch(images[i:i + self.batch_size]))
                    for i in range(0, len(images), self.batch_size)]
         return np.concatenate(batches).astype(np.float32)
 

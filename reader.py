@@ -14,6 +14,7 @@ import os
 import struct
 import sys
 
+import cv2  # OpenCV, which imgaug needs anyway: a fast path for greyscale PNGs
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
+PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # signature, then the IHDR chunk's length and type
 KEY_CANDIDATES = {
     "image": ("image", "image/encoded", "image_raw", "img"),
     "label": ("label", "image/class/label", "class"),
@@ -30,7 +32,14 @@ KEY_CANDIDATES = {
 
 
 def decode_image(data, name):
-    """Bytes of a PNG/JPEG/... -> uint8 H×W×C with C = 1 (grey) or 3 (colour); the only image decoder."""
+    """Bytes of a PNG/JPEG/... -> uint8 H×W×C with C = 1 (grey) or 3 (colour); the only image decoder.
+
+    8-bit greyscale PNGs (KMLC's QuickDraw records) go through OpenCV, ~4× faster than Pillow for the same
+    pixels; everything else, and anything OpenCV declines, through Pillow."""
+    if data[:16] == PNG_HEADER and data[24:26] == b"\x08\x00":  # IHDR: bit depth 8, colour type 0 (grey)
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is not None and array.ndim == 2 and array.dtype == np.uint8:
+            return array[:, :, None]
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -145,10 +154,19 @@ class QuickDrawNpy:
         return [f"{self.class_names[c]}/{r}" for c, r in zip(self.labels, self.rows)]
 
     def load(self, i):
-        array = self.arrays[self.labels[i]]
-        row = np.array(array[self.rows[i]], dtype=np.uint8)
-        side = array.shape[1] if array.ndim == 3 else int(round(np.sqrt(row.size)))
-        return row.reshape(side, side, 1)
+        return self.load_many([i])[0]
+
+    def load_many(self, indices):
+        """The images of many items: one gather per class file (memmap[rows]), not one call per row."""
+        labels, rows = self.labels[indices], self.rows[indices]
+        images = [None] * len(labels)
+        for label in np.unique(labels):
+            where = np.flatnonzero(labels == label)
+            array = self.arrays[label]
+            side = array.shape[1] if array.ndim == 3 else int(round(np.sqrt(array.shape[1])))
+            for n, image in zip(where, np.asarray(array[rows[where]]).reshape(-1, side, side, 1)):
+                images[n] = image
+        return images
 
 
 def crc32c_table():
@@ -272,15 +290,30 @@ class TFRecords:
         self.ids = [ids[i] for i in keep]
         self.id_keys = np.array([stable_hash(i) for i in self.ids], dtype=np.uint64)
 
-    def example(self, i):
-        path, offset = self.files[self.file_of[i]], int(self.offsets[i])
-        with open(path, "rb") as f:
-            f.seek(offset)
-            payload = f.read(int(self.lengths[i]))
+    def payloads(self, indices):
+        """(position in `indices`, payload bytes) of records, in file and offset order: each file is opened
+        once for all of them, not once per record."""
+        indices = np.asarray(indices, dtype=np.int64)
+        positions = np.lexsort((self.offsets[indices], self.file_of[indices]))
+        files = self.file_of[indices[positions]]
+        for group in np.split(positions, np.flatnonzero(np.diff(files)) + 1):
+            if len(group):
+                with open(self.files[self.file_of[indices[group[0]]]], "rb") as f:
+                    for n in group:
+                        f.seek(self.offsets[indices[n]])
+                        yield n, f.read(self.lengths[indices[n]])
+
+    def features(self, i, payload):
+        """The features of record i, parsed from its payload; a damaged one names its file and offset."""
         try:
             return self.parse(payload).features.feature
         except Exception as error:
-            raise UserError(f"corrupted record in {path} at offset {offset - 12}: {error}") from None
+            raise UserError(f"corrupted record in {self.files[self.file_of[i]]} at offset "
+                            f"{int(self.offsets[i]) - 12}: {error}") from None
+
+    def example(self, i):
+        (_, payload), = self.payloads([i])
+        return self.features(i, payload)
 
     @staticmethod
     def detect_keys(feature, overrides):
@@ -298,13 +331,15 @@ class TFRecords:
 
     def read_labels_and_ids(self):
         labels = np.full(len(self.offsets), -1, dtype=np.int64)
-        ids = []
-        for i in tqdm(range(len(self.offsets)), desc="reading labels", unit="rec", disable=None):
-            feature = self.example(i)
-            if self.keys["label"]:
-                labels[i] = feature[self.keys["label"]].int64_list.value[0]
-            ids.append(feature[self.keys["id"]].bytes_list.value[0].decode() if self.keys["id"] else
-                       f"{os.path.basename(self.files[self.file_of[i]])}:{i}")
+        ids = [None] * len(self.offsets)
+        names = [os.path.basename(path) for path in self.files]
+        label_key, id_key = self.keys["label"], self.keys["id"]
+        records = self.payloads(np.arange(len(self.offsets)))  # all of them, in file order: positions are indices
+        for i, payload in tqdm(records, total=len(self.offsets), desc="reading labels", unit="rec", disable=None):
+            feature = self.features(i, payload)
+            if label_key:
+                labels[i] = feature[label_key].int64_list.value[0]
+            ids[i] = feature[id_key].bytes_list.value[0].decode() if id_key else f"{names[self.file_of[i]]}:{i}"
         return labels, ids
 
     def class_names_for(self, labels, ids):
@@ -324,9 +359,16 @@ class TFRecords:
         return [str(n) for n in range(count)]
 
     def load(self, i):
-        feature = self.example(i)
-        return decode_image(feature[self.keys["image"]].bytes_list.value[0],
-                            f"{self.files[self.file_of[i]]} record at offset {int(self.offsets[i]) - 12}")
+        return self.load_many([i])[0]
+
+    def load_many(self, indices):
+        """The images of many records (a batch), read file by file in offset order."""
+        images = [None] * len(indices)
+        for n, payload in self.payloads(indices):
+            i = indices[n]
+            images[n] = decode_image(self.features(i, payload)[self.keys["image"]].bytes_list.value[0],
+                                     f"{self.files[self.file_of[i]]} record at offset {int(self.offsets[i]) - 12}")
+        return images
 
 
 class ImageFolder:
@@ -436,6 +478,12 @@ class DataReader:
 
     def load(self, i):
         return self.source.load(i)
+
+    def load_many(self, indices):
+        """The images of many items (a batch); formats that can read in bulk do (QuickDraw .npy, TFRecords)."""
+        if hasattr(self.source, "load_many"):
+            return self.source.load_many(indices)
+        return [self.source.load(i) for i in indices]
 
     def __repr__(self):
         return f"DataReader({self.fmt}: {len(self)} items, {len(self.class_names)} classes)"
