@@ -16,6 +16,22 @@ needs_real_data = pytest.mark.skipif(not REAL_DATA_DIR or not os.path.isdir(REAL
                                      reason="REAL_DATA_DIR not set")
 
 
+def exit_code(main, args):
+    """A command-line tool's main() run in this process: its exit code (0 when it returns)."""
+    try:
+        main(args)
+    except SystemExit as stop:
+        return stop.code
+    return 0
+
+
+def run_cli(main, args, capsys):
+    """main() in this process: (exit code, stdout, stderr)."""
+    code = exit_code(main, args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def drawing(rng, label, side=28):
     """A uint8 drawing whose class shows in where the strokes are (so tiny models can learn it)."""
     image = np.zeros((side, side), dtype=np.uint8)

@@ -9,20 +9,12 @@ import config
 import deploy
 import edgetpu
 import train
-from conftest import write_npy
+from conftest import exit_code, write_npy
 from datagen import ImageGenerator
 from reader import DataReader
 
 SIZES = {"quickdraw_cnn": ((28, 28, 1), {}), "logistic": ((28, 28, 1), {}),
          "mobilenet_v1": ((32, 32, 1), {"alpha": 0.25}), "mobilenet_v2": ((32, 32, 3), {"alpha": 0.35})}
-
-
-def exit_code(main, args):
-    try:
-        main(args)
-    except SystemExit as stop:
-        return stop.code
-    return 0
 
 
 @pytest.fixture(scope="module")

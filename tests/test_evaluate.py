@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import quickdraw_records, write_npy, write_tfrecord
+import evaluate
+from conftest import quickdraw_records, run_cli, write_npy, write_tfrecord
 
 pytestmark = [
     # Library noise, not ours: the TF converter on uint8 input, and Keras' model.save under NumPy 2.
@@ -33,7 +34,6 @@ LABELS = np.array([0, 0, 1, 1, 2, 2])
 
 
 def test_metrics_match_hand_computed_values_and_a_never_predicted_class_has_precision_zero():
-    import evaluate
 
     result = evaluate.metrics(PROBABILITIES, LABELS, CLASSES)
     # rows = true class, columns = predicted class
@@ -63,7 +63,6 @@ def test_metrics_match_hand_computed_values_and_a_never_predicted_class_has_prec
 
 
 def test_a_class_absent_from_the_labels_scores_zero_and_stays_out_of_the_macro_average():
-    import evaluate
 
     four = np.hstack([PROBABILITIES * 0.9, np.full((6, 1), 0.1 * 0.99)])  # "dog": never true, never argmax
     result = evaluate.metrics(four, LABELS, CLASSES + ["dog"])
@@ -73,7 +72,6 @@ def test_a_class_absent_from_the_labels_scores_zero_and_stays_out_of_the_macro_a
 
 
 def test_ties_rank_the_lower_index_first_as_argmax_does_and_loss_is_clipped_like_keras():
-    import evaluate
 
     tied = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
     assert evaluate.top_k_accuracy(tied, np.array([1, 2]), 1) == 0.5  # argmax of a tie is class 0
@@ -86,7 +84,6 @@ def test_ties_rank_the_lower_index_first_as_argmax_does_and_loss_is_clipped_like
 
 
 def test_confusion_matrix_counts_rows_as_true_and_columns_as_predicted():
-    import evaluate
 
     matrix = evaluate.confusion_matrix(np.array([1, 1, 0]), np.array([0, 1, 0]), 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
@@ -128,23 +125,10 @@ def tiny_run(tmp_path_factory):
     return build_run(str(tmp_path_factory.getbasetemp() / "tiny_deployed_run"))
 
 
-def run_evaluate(args, capsys):
-    """evaluate.main in this process: (exit code, stdout, stderr)."""
-    import evaluate
-
-    try:
-        evaluate.main(args)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_evaluate_writes_metrics_json_confusion_csv_and_png(tiny_run, tmp_path, capsys):
     run_dir, _ = tiny_run
     out = str(tmp_path / "eval")
-    code, stdout, _ = run_evaluate(["--read_from", run_dir, "--save_to", out], capsys)
+    code, stdout, _ = run_cli(evaluate.main, ["--read_from", run_dir, "--save_to", out], capsys)
     assert code == 0
     with open(os.path.join(out, "metrics.json")) as f:
         result = json.load(f)
@@ -161,16 +145,16 @@ def test_evaluate_writes_metrics_json_confusion_csv_and_png(tiny_run, tmp_path, 
         assert image.format == "PNG" and image.width >= 300 and image.height >= 300
     assert f"top-1 accuracy {result['top1']:.4f}" in stdout and "precision" in stdout and "bicycle" in stdout
     # an existing, non-empty output folder is refused without --overwrite, and rewritten with it
-    code, _, err = run_evaluate(["--read_from", run_dir, "--save_to", out], capsys)
+    code, _, err = run_cli(evaluate.main, ["--read_from", run_dir, "--save_to", out], capsys)
     assert code == 2 and "--overwrite" in err
-    assert run_evaluate(["--read_from", run_dir, "--save_to", out, "--overwrite"], capsys)[0] == 0
+    assert run_cli(evaluate.main, ["--read_from", run_dir, "--save_to", out, "--overwrite"], capsys)[0] == 0
 
 
 def test_int8_tflite_scores_exactly_what_deploy_reported(tiny_run, capsys):
     run_dir, deploy_dir = tiny_run
     with open(os.path.join(deploy_dir, "deploy_report.json")) as f:
         report = json.load(f)
-    code, _, _ = run_evaluate(["--read_from", run_dir, "--model_file", os.path.join(deploy_dir, "model.tflite")],
+    code, _, _ = run_cli(evaluate.main, ["--read_from", run_dir, "--model_file", os.path.join(deploy_dir, "model.tflite")],
                               capsys)
     assert code == 0
     out = os.path.join(run_dir, "evaluation", "model_tflite")  # the default output folder
@@ -190,7 +174,7 @@ def test_evaluate_with_data_maps_its_classes_to_the_run_by_name(tiny_run, tmp_pa
     write_tfrecord(str(folder / "valid.tfrecords"), quickdraw_records(12, classes=2))
     (folder / "labels.txt").write_text("cat\napple\n")
     out = str(tmp_path / "eval")
-    assert run_evaluate(["--read_from", run_dir, "--data", str(folder), "--save_to", out], capsys)[0] == 0
+    assert run_cli(evaluate.main, ["--read_from", run_dir, "--data", str(folder), "--save_to", out], capsys)[0] == 0
     with open(os.path.join(out, "metrics.json")) as f:
         result = json.load(f)
     assert result["items"] == 12 and result["data"]["source"] == "--data"
@@ -216,7 +200,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tiny_run, tmp_pat
     elif case == "wrong_classes":
         write_npy(str(tmp_path / "other"), {"dog": 5, "fish": 5})
         args += ["--data", str(tmp_path / "other")]
-    code, _, err = run_evaluate(args, capsys)
+    code, _, err = run_cli(evaluate.main, args, capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err

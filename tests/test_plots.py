@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import plots
+from conftest import run_cli
 
 NINE = ["apple", "bicycle", "bowtie", "cat", "diamond", "eye", "fish", "lollipop", "rainbow"]
 
@@ -17,15 +18,6 @@ def png_size(path):
     with Image.open(path) as image:
         assert image.format == "PNG"
         return image.size
-
-
-def run_plots(args, capsys):
-    try:
-        plots.main(args)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
 
 
 def write_history(run_dir, epochs=3):
@@ -56,9 +48,9 @@ def test_training_curves_without_a_finished_epoch_write_nothing(tmp_path):
 
 def test_curves_command(tmp_path, capsys):
     run_dir = write_history(str(tmp_path / "run"), epochs=1)
-    assert run_plots(["curves", "--read_from", run_dir], capsys)[0] == 0
+    assert run_cli(plots.main, ["curves", "--read_from", run_dir], capsys)[0] == 0
     png_size(os.path.join(run_dir, "curves.png"))
-    code, err = run_plots(["curves", "--read_from", str(tmp_path / "none")], capsys)
+    code, _, err = run_cli(plots.main, ["curves", "--read_from", str(tmp_path / "none")], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
@@ -84,7 +76,7 @@ def test_confusion_matrix_png_rejects_a_matrix_that_does_not_fit_the_names(tmp_p
 
 def test_jitter_preview_of_drawings(npy_dir, tmp_path, capsys):
     path = str(tmp_path / "jitter.png")
-    assert run_plots(["jitter", "--data", npy_dir, "--count", "4", "--save_to", path], capsys)[0] == 0
+    assert run_cli(plots.main, ["jitter", "--data", npy_dir, "--count", "4", "--save_to", path], capsys)[0] == 0
     width, height = png_size(path)
     assert width >= 400 and height >= 4 * 100  # four rows of original + three jittered versions
 
@@ -93,12 +85,12 @@ def test_jitter_preview_of_colour_photos_at_a_model_size(image_tree, tmp_path, c
     path = str(tmp_path / "jitter.png")
     args = ["jitter", "--data", image_tree, "--input_size", "48,64", "--channels", "3", "--count", "2",
             "--versions", "2", "--save_to", path]
-    assert run_plots(args, capsys)[0] == 0
+    assert run_cli(plots.main, args, capsys)[0] == 0
     width, height = png_size(path)
     assert width > height  # 2 rows of 3 wide pictures
-    code, err = run_plots(args, capsys)  # the PNG exists now
+    code, _, err = run_cli(plots.main, args, capsys)  # the PNG exists now
     assert code == 2 and "--overwrite" in err
-    assert run_plots(args + ["--overwrite"], capsys)[0] == 0
+    assert run_cli(plots.main, args + ["--overwrite"], capsys)[0] == 0
 
 
 def test_jitter_preview_takes_data_size_and_channels_from_a_run(npy_dir, tmp_path, capsys):
@@ -110,12 +102,12 @@ def test_jitter_preview_takes_data_size_and_channels_from_a_run(npy_dir, tmp_pat
                 "learning_rate": 0.001, "num_epochs": 1, "batch_size": 8}
     (run_dir / "config.json").write_text(json.dumps(settings))
     path = str(tmp_path / "jitter.png")
-    assert run_plots(["jitter", "--read_from", str(run_dir), "--count", "3", "--save_to", path], capsys)[0] == 0
+    assert run_cli(plots.main, ["jitter", "--read_from", str(run_dir), "--count", "3", "--save_to", path], capsys)[0] == 0
     png_size(path)
 
 
 def test_jitter_needs_data_or_a_run(capsys, tmp_path):
-    code, err = run_plots(["jitter", "--save_to", str(tmp_path / "x.png")], capsys)
+    code, _, err = run_cli(plots.main, ["jitter", "--save_to", str(tmp_path / "x.png")], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import drawing, quickdraw_records, write_tfrecord
+import predict
+from conftest import drawing, quickdraw_records, run_cli, write_tfrecord
 from test_evaluate import CLASSES, build_run
 
 pytestmark = [
@@ -29,19 +30,6 @@ def unlabeled_records(tmp_path_factory):
     return write_tfrecord(path, quickdraw_records(7, with_labels=False))
 
 
-def run_predict(args, capsys):
-    """predict.main in this process: (exit code, stdout, stderr)."""
-    import predict
-
-    try:
-        predict.main(args)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.reader(f))
@@ -57,7 +45,7 @@ def test_one_row_per_item_with_id_class_name_and_probability(model, tiny_run, tm
     output = str(tmp_path / "predictions.csv")
     tflite = os.path.join(deploy_dir, "model.tflite")
     source = ["--read_from", run_dir] if model == "keras" else ["--model_file", tflite]
-    code, stdout, _ = run_predict([*source, "--data", data_of(run_dir), "--output_file", output], capsys)
+    code, stdout, _ = run_cli(predict.main, [*source, "--data", data_of(run_dir), "--output_file", output], capsys)
     assert code == 0 and f"{ITEMS} predictions ({model} model" in stdout
     rows = read_csv(output)
     assert rows[0] == ["id", "class", "name", "prob"]
@@ -75,7 +63,7 @@ def test_top_k_adds_the_next_guesses_in_order(tiny_run, tmp_path, capsys):
     output = str(tmp_path / "top3.csv")
     args = ["--model_file", os.path.join(deploy_dir, "model.tflite"), "--data", data_of(run_dir),
             "--output_file", output, "--top_k", "3"]
-    assert run_predict(args, capsys)[0] == 0
+    assert run_cli(predict.main, args, capsys)[0] == 0
     rows = read_csv(output)
     assert rows[0] == ["id", "class", "name", "prob", "class_2", "name_2", "prob_2", "class_3", "name_3", "prob_3"]
     for row in rows[1:]:
@@ -88,7 +76,7 @@ def test_kaggle_form_and_ids_from_an_unlabeled_tfrecord(tiny_run, unlabeled_reco
     run_dir, _ = tiny_run
     output = str(tmp_path / "submission.csv")
     args = ["--read_from", run_dir, "--data", unlabeled_records, "--output_file", output, "--kaggle"]
-    assert run_predict(args, capsys)[0] == 0
+    assert run_cli(predict.main, args, capsys)[0] == 0
     rows = read_csv(output)
     assert rows[0] == ["Id", "Category"]
     assert [row[0] for row in rows[1:]] == [f"id{n:04d}" for n in range(7)]
@@ -102,7 +90,7 @@ def test_single_image_files_of_any_size_and_colour(tiny_run, tmp_path, capsys):
     Image.fromarray(drawing(rng, 0, side=56)).save(first)  # grey, twice the model's size
     Image.fromarray(np.stack([drawing(rng, 2, side=40)] * 3, axis=2)).save(second)  # colour
     output = str(tmp_path / "out" / "predictions.csv")  # a folder that does not exist yet is made
-    assert run_predict(["--read_from", run_dir, "--data", str(first), str(second), "--output_file", output],
+    assert run_cli(predict.main, ["--read_from", run_dir, "--data", str(first), str(second), "--output_file", output],
                        capsys)[0] == 0
     rows = read_csv(output)
     assert [row[0] for row in rows[1:]] == ["first.png", "second.jpg"]
@@ -112,7 +100,7 @@ def test_class_names_come_from_beside_a_lone_model_file(tiny_run, tmp_path, caps
     run_dir, deploy_dir = tiny_run
     # config.json beside best.keras (the run folder itself)
     output = str(tmp_path / "from_config.csv")
-    assert run_predict(["--model_file", os.path.join(run_dir, "best.keras"), "--data", unlabeled_records,
+    assert run_cli(predict.main, ["--model_file", os.path.join(run_dir, "best.keras"), "--data", unlabeled_records,
                         "--output_file", output], capsys)[0] == 0
     assert {row[2] for row in read_csv(output)[1:]} <= set(CLASSES)
     # neither labels.txt nor config.json: the class indices are the names
@@ -120,7 +108,7 @@ def test_class_names_come_from_beside_a_lone_model_file(tiny_run, tmp_path, caps
     lone.mkdir()
     shutil.copy(os.path.join(deploy_dir, "model.tflite"), lone / "model.tflite")
     output = str(tmp_path / "indices.csv")
-    assert run_predict(["--model_file", str(lone / "model.tflite"), "--data", unlabeled_records,
+    assert run_cli(predict.main, ["--model_file", str(lone / "model.tflite"), "--data", unlabeled_records,
                         "--output_file", output], capsys)[0] == 0
     assert all(row[1] == row[2] for row in read_csv(output)[1:])
 
@@ -131,9 +119,9 @@ def test_an_existing_output_is_kept_without_overwrite_and_replaced_with_it(tiny_
     output = tmp_path / "predictions.csv"
     output.write_text("precious\n")
     args = ["--read_from", run_dir, "--data", unlabeled_records, "--output_file", str(output)]
-    code, _, err = run_predict(args, capsys)
+    code, _, err = run_cli(predict.main, args, capsys)
     assert code == 2 and "--overwrite" in err and output.read_text() == "precious\n"
-    assert run_predict(args + ["--overwrite"], capsys)[0] == 0
+    assert run_cli(predict.main, args + ["--overwrite"], capsys)[0] == 0
     assert len(read_csv(str(output))) == 8
 
 
@@ -201,7 +189,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_csv(case, tiny_run, unlabele
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     args = [arg.replace("{data}", unlabeled_records) for arg in BAD[case](make, run_dir, deploy_dir)]
-    code, _, err = run_predict(args + ["--output_file", str(out_dir / "predictions.csv")], capsys)
+    code, _, err = run_cli(predict.main, args + ["--output_file", str(out_dir / "predictions.csv")], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -209,7 +197,6 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_csv(case, tiny_run, unlabele
 
 
 def test_a_failure_while_writing_leaves_neither_csv_nor_temporary_file(tmp_path):
-    import predict
 
     class Unprintable:
         def __str__(self):

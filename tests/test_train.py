@@ -15,7 +15,7 @@ import config
 import train
 import callbacks
 from callbacks import KeepLastCheckpoints
-from conftest import ROOT, quickdraw_records, write_npy, write_tfrecord
+from conftest import ROOT, exit_code, quickdraw_records, write_npy, write_tfrecord
 from errors import UserError
 
 SMALL = {"quickdraw_cnn": ["--input_size", "28,28"], "logistic": ["--input_size", "28,28"],
@@ -28,15 +28,6 @@ def history(run_dir):
         return list(csv.DictReader(f))
 
 
-def run_train(args):
-    """train.main in this process; returns its exit code (0 when it returns normally)."""
-    try:
-        train.main(args)
-    except SystemExit as stop:
-        return stop.code
-    return 0
-
-
 @pytest.fixture
 def tiny_npy(tmp_path):
     return write_npy(str(tmp_path / "npy"), {"apple": 40, "bicycle": 40, "cat": 40})
@@ -46,7 +37,7 @@ def test_every_registered_model_trains_an_epoch_and_fills_its_run_folder(tiny_np
     assert set(SMALL) == set(config.MODELS), "give every registered model a small test size here"
     for name, size in SMALL.items():
         run_dir = str(tmp_path / name)
-        code = run_train(["--data", tiny_npy, "--save_to", run_dir, "--model", name, *size,
+        code = exit_code(train.main, ["--data", tiny_npy, "--save_to", run_dir, "--model", name, *size,
                           "--num_epochs", "1", "--batch_size", "16"])
         assert code == 0
         for part in ("config.json", "best.keras", "history.csv", "checkpoints/epoch_001.keras",
@@ -60,7 +51,7 @@ def test_every_registered_model_trains_an_epoch_and_fills_its_run_folder(tiny_np
 
 def test_training_learns_above_chance_and_reports_one_summary_line(tiny_npy, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
-    assert run_train(["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "8",
+    assert exit_code(train.main, ["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "8",
                       "--batch_size", "8", "--learning_rate", "0.01"]) == 0
     best = max(float(row["val_accuracy"]) for row in history(run_dir))
     assert best > 0.8  # three classes: chance is 0.33
@@ -70,7 +61,7 @@ def test_training_learns_above_chance_and_reports_one_summary_line(tiny_npy, tmp
 
 def test_config_json_holds_what_rebuilds_the_run(tiny_npy, tmp_path):
     run_dir = str(tmp_path / "run")
-    run_train(["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "1",
+    exit_code(train.main, ["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "1",
                "--classes", "cat,apple", "--seed", "7", "--jitter", "--loss", "focal", "--optimizer", "sgd"])
     settings = config.read(run_dir)
     assert settings["class_names"] == ["cat", "apple"] and settings["seed"] == 7 and settings["jitter"] is True
@@ -121,7 +112,7 @@ def test_keep_last_checkpoints_deletes_the_oldest_by_epoch_number(tmp_path):
 def test_bad_flags_give_one_line_exit_2_and_write_nothing(tiny_npy, tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"
     data = [] if "--data" in flags else ["--data", tiny_npy]
-    assert run_train([*data, "--save_to", str(run_dir), *flags]) == 2
+    assert exit_code(train.main, [*data, "--save_to", str(run_dir), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not run_dir.exists()
@@ -132,14 +123,14 @@ def test_existing_folder_is_refused_unless_it_is_a_run_and_overwrite_is_given(ti
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
     for flags in ([], ["--overwrite"]):
-        assert run_train(["--data", tiny_npy, "--save_to", str(keep), *flags]) == 2
+        assert exit_code(train.main, ["--data", tiny_npy, "--save_to", str(keep), *flags]) == 2
         assert (keep / "notes.txt").read_text() == "mine" and os.listdir(keep) == ["notes.txt"]
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     run_dir = str(tmp_path / "run")
     base = ["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "1"]
-    assert run_train(base) == 0
-    assert run_train(base) == 2
-    assert run_train([*base, "--overwrite", "--seed", "3"]) == 0
+    assert exit_code(train.main, base) == 0
+    assert exit_code(train.main, base) == 2
+    assert exit_code(train.main, [*base, "--overwrite", "--seed", "3"]) == 0
     assert config.read(run_dir)["seed"] == 3 and len(history(run_dir)) == 1
 
 
@@ -147,7 +138,7 @@ def test_separate_validation_source(tmp_path):
     train_file = write_tfrecord(str(tmp_path / "train.tfrecord"), quickdraw_records(30))
     val_file = write_tfrecord(str(tmp_path / "valid.tfrecord"), quickdraw_records(12, seed=1))
     run_dir = str(tmp_path / "run")
-    assert run_train(["--data", train_file, "--val_data", val_file, "--save_to", run_dir, "--model", "logistic",
+    assert exit_code(train.main, ["--data", train_file, "--val_data", val_file, "--save_to", run_dir, "--model", "logistic",
                       "--num_epochs", "1", "--batch_size", "6"]) == 0
     settings = config.read(run_dir)
     assert settings["val_data"] == [val_file] and settings["data_format"] == "tfrecord"
