@@ -68,6 +68,7 @@ DEFAULTS = {
     "seed": 0,
     "workers": 1,
     "use_multiprocessing": False,
+    "mixed_precision": False,
 }
 
 CONFIG_FILE = "config.json"

@@ -63,6 +63,13 @@ def check_deploy_folder(save_to, overwrite):
         raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
 
 
+def float32_copy(model, settings):
+    """A mixed-precision run's model rebuilt in float32 with its weights: what int8 calibration expects."""
+    rebuilt = config.build_model(settings)  # deploy never sets a mixed policy, so this is float32
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def batch_one(model):
     """The same model on a static batch-1 input: the Edge TPU compiler rejects a dynamic batch dimension."""
     inputs = keras.Input(shape=model.input_shape[1:], batch_size=1)
@@ -137,6 +144,8 @@ def main(argv=None):
     calibration = ImageGenerator(train_reader, settings["input_size"], settings["channels"], "train",
                                  settings["seed"], ratio, args.calibration_samples)
     model = load_classifier(model_path).model
+    if settings.get("dtype_policy", "float32") != "float32":
+        model = float32_copy(model, settings)
 
     if os.path.exists(args.save_to):
         shutil.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite

@@ -12,7 +12,8 @@ def construct(input_shape, num_classes):
     inputs = keras.Input(shape=input_shape)
     x = layers.Rescaling(1.0 / 255)(inputs)
     x = layers.Flatten()(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    # float32 even under mixed precision: the softmax and the loss need its range.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="logistic")
 
 

@@ -27,5 +27,6 @@ def classifier(base, input_shape, num_classes, dropout, name):
     x = base(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    # float32 even under mixed precision: the softmax and the loss need its range.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -36,7 +36,8 @@ def construct(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, 
     if dense_units:
         x = layers.Dense(dense_units, activation="relu")(x)
         x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    # float32 even under mixed precision: the softmax and the loss need its range.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="quickdraw_cnn")
 
 
