@@ -95,7 +95,10 @@ def settings_from(args):
 
 
 def gpu_available():
-    return bool(keras.distribution.list_devices("gpu"))
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except RuntimeError:  # JAX raises where TensorFlow returns an empty list
+        return False
 
 
 def dtype_policy(mixed_precision):
