@@ -1,7 +1,7 @@
 """DataReader: one index over every image source the template reads.
 
 Each format is one class with the same face: `class_names`, `labels` (-1 where unlabeled), `ids` (stable
-names), `id_keys` (64-bit hashes of the ids, for splitting), `len()` and `load(i) -> uint8 H×W×C`.
+names), `id_keys` (64-bit hashes of the ids, for splitting), `load(i) -> uint8 H×W×C` and `load_many(indices)`.
 Indexing touches as little as it can: QuickDraw .npy files are memory-mapped and TFRecords are indexed by
 their framing, so only the rows a batch needs are ever read. To add a format, write one class with a
 `detect(paths)` static method and add it to FORMATS.
@@ -443,6 +443,9 @@ class ImageFolder:
         with open(self.files[i], "rb") as f:
             return decode_image(f.read(), self.files[i])
 
+    def load_many(self, indices):
+        return [self.load(i) for i in indices]
+
 
 FORMATS = {source.name: source for source in (QuickDrawNpy, TFRecords, ImageFolder)}
 
@@ -480,10 +483,8 @@ class DataReader:
         return self.source.load(i)
 
     def load_many(self, indices):
-        """The images of many items (a batch); formats that can read in bulk do (QuickDraw .npy, TFRecords)."""
-        if hasattr(self.source, "load_many"):
-            return self.source.load_many(indices)
-        return [self.source.load(i) for i in indices]
+        """The images of many items (a batch), read in bulk where the format can."""
+        return self.source.load_many(indices)
 
     def __repr__(self):
         return f"DataReader({self.fmt}: {len(self)} items, {len(self.class_names)} classes)"
