@@ -1,9 +1,13 @@
 """The callbacks every training run gets: what fills the run folder and what makes --resume work."""
+import csv
+import io
 import json
 import os
 import re
 
 import keras
+
+import storage
 
 BEST_MODEL = "best.keras"
 HISTORY = "history.csv"
@@ -24,6 +28,39 @@ class EpochSeed(keras.callbacks.Callback):
             generator.epoch = epoch
 
 
+def read_history(run_dir):
+    """The rows of run_dir/history.csv ({column: text}), or [] before the first finished epoch."""
+    path = os.path.join(run_dir, HISTORY)
+    return list(csv.DictReader(io.StringIO(storage.read_text(path)))) if storage.isfile(path) else []
+
+
+def write_history(run_dir, rows):
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), restval="NA")
+        writer.writeheader()
+        writer.writerows(rows)
+    storage.write(os.path.join(run_dir, HISTORY), text.getvalue())
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """history.csv: one row per epoch, epoch counted from 0, then the logged metrics in name order.
+
+    Keras' CSVLogger keeps the file open for appending, which object stores (gs://) cannot do and which
+    leaves a torn last line after a crash; here the whole small file is rewritten after each epoch."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_train_begin(self, logs=None):
+        self.rows = read_history(self.run_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{key: float(logs[key]) for key in sorted(logs or {})}})
+        write_history(self.run_dir, self.rows)
+
+
 class KeepLastCheckpoints(keras.callbacks.Callback):
     """Saves `epoch_NNN.keras` after every epoch and deletes the oldest beyond the newest `keep`."""
 
@@ -35,15 +72,15 @@ class KeepLastCheckpoints(keras.callbacks.Callback):
 
     def saved(self):
         """Checkpoint files, oldest epoch first (by the number in the name, not by file time)."""
-        found = [(int(m.group(1)), name) for name in os.listdir(self.folder)
+        found = [(int(m.group(1)), name) for name in storage.listdir(self.folder)
                  if (m := self.PATTERN.match(name))]
         return [os.path.join(self.folder, name) for _, name in sorted(found)]
 
     def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.folder, exist_ok=True)
+        storage.makedirs(self.folder)
         self.model.save(os.path.join(self.folder, f"epoch_{epoch + 1:03d}.keras"))
         for old in self.saved()[:-self.keep]:
-            os.remove(old)
+            storage.remove(old)
 
 
 class Backup(keras.callbacks.Callback):
@@ -60,25 +97,20 @@ class Backup(keras.callbacks.Callback):
         self.folder = folder
 
     def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.folder, exist_ok=True)
+        storage.makedirs(self.folder)
         weights = f"epoch_{epoch + 1:03d}.weights.h5"
         self.model.save_weights(os.path.join(self.folder, weights))
-        state = os.path.join(self.folder, self.STATE)
-        with open(state + ".tmp", "w") as f:
-            json.dump({"epochs_done": epoch + 1, "weights": weights}, f)
-        os.replace(state + ".tmp", state)
-        for old in os.listdir(self.folder):
+        state = {"epochs_done": epoch + 1, "weights": weights}
+        storage.write(os.path.join(self.folder, self.STATE), json.dumps(state))
+        for old in storage.listdir(self.folder):
             if old.endswith(".weights.h5") and old != weights:
-                os.remove(os.path.join(self.folder, old))
+                storage.remove(os.path.join(self.folder, old))
 
 
 def read_backup(run_dir):
     """The backup state of a run ({"epochs_done", "weights"}), or None before the first finished epoch."""
     path = os.path.join(run_dir, BACKUP, Backup.STATE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path)) if storage.isfile(path) else None
 
 
 def restore(model, run_dir):
@@ -99,7 +131,7 @@ def get(run_dir, generators=(), keep_checkpoints=3, early_stopping=0, best_so_fa
     callbacks = [
         EpochSeed(generators),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY), append=True),
+        HistoryLog(run_dir),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, BEST_MODEL), monitor="val_accuracy", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS)),

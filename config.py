@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import loss
+import storage
 from errors import UserError
 
 
@@ -86,20 +87,18 @@ def save(run_dir, settings):
     """Write config.json: the settings plus library versions and the start time."""
     record = dict(settings, versions=versions(),
                   started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    with open(os.path.join(run_dir, CONFIG_FILE), "w") as f:
-        json.dump(record, f, indent=2)
+    storage.write(os.path.join(run_dir, CONFIG_FILE), json.dumps(record, indent=2))
     return record
 
 
 def read(run_dir):
     """The settings of a run folder; a missing, malformed or unknown-model config.json is a UserError."""
     path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise UserError(f"{run_dir} is not a run folder: no {CONFIG_FILE} in it")
     try:
-        with open(path) as f:
-            settings = json.load(f)
-    except (OSError, ValueError) as error:
+        settings = json.loads(storage.read_text(path))
+    except ValueError as error:
         raise UserError(f"cannot read {path}: {error}") from None
     missing = [key for key in REQUIRED if not isinstance(settings, dict) or key not in settings]
     if missing:

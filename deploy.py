@@ -11,13 +11,13 @@ import contextlib
 import io
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
 
 import config
 import edgetpu
+import storage
 from callbacks import BEST_MODEL
 from datagen import ImageGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
@@ -55,11 +55,11 @@ def parse_args(argv=None):
 
 def check_deploy_folder(save_to, overwrite):
     """Refuse to touch an existing folder unless asked, and then only one that deploy.py wrote."""
-    if not os.path.exists(save_to):
+    if not storage.exists(save_to):
         return
     if not overwrite:
         raise UserError(f"{save_to} already exists; pass --overwrite to replace it")
-    if not os.path.isfile(os.path.join(save_to, LABELS)):
+    if not storage.isfile(os.path.join(save_to, LABELS)):
         raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
 
 
@@ -97,15 +97,19 @@ def measure(path, val_batches, image):
     """Size, top-1 accuracy on the validation images, and median CPU latency of one saved artifact."""
     classifier = load_classifier(path)
     probabilities, labels = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(path)}")
-    return {"bytes": os.path.getsize(path), "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
+    return {"bytes": storage.size(path), "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
             "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}
 
 
-def compile_edgetpu(compiler, tflite_path, save_to, min_runtime_version):
+def compile_edgetpu(compiler, tflite_path, folder, save_to, min_runtime_version):
+    """Compile in the local working folder; the report names the files where they end up, in save_to."""
     if compiler is None:
         return {"ok": None, "skipped": f"edgetpu_compiler not found; {edgetpu.INSTALL_HINT}"}
-    result = edgetpu.compile_for_edgetpu(tflite_path, save_to, compiler, min_runtime_version)
+    result = edgetpu.compile_for_edgetpu(tflite_path, folder, compiler, min_runtime_version)
     result["version"] = result["version"] or edgetpu.compiler_version(compiler)
+    for key in ("output_path", "log_path"):
+        if result[key]:
+            result[key] = os.path.join(save_to, os.path.basename(result[key]))
     return result
 
 
@@ -122,9 +126,47 @@ def print_table(report):
                  if compiler.get("ops_on_edgetpu") is not None else ""))
 
 
-def write_report(save_to, report):
-    with open(os.path.join(save_to, REPORT), "w") as f:
+def write_report(folder, report):
+    with open(os.path.join(folder, REPORT), "w") as f:
         json.dump(report, f, indent=2, default=str)
+
+
+def write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler):
+    """Fill the local working folder; returns the report, which is written after every artifact."""
+    with open(os.path.join(folder, LABELS), "w") as f:
+        f.write("".join(f"{name}\n" for name in settings["class_names"]))
+    image = next(iter(calibration))[0]
+    report = {"run": storage.absolute(args.read_from), "model": settings["model"],
+              "validation": {"items": len(val_batches.indices),
+                             "source": "val_data" if settings["val_data"] else "split",
+                             "eval_samples": args.eval_samples, "seed": settings["seed"]},
+              "calibration_samples": len(calibration), "artifacts": {}}
+
+    if "h5" in args.formats:
+        keras_path = os.path.join(folder, "model.h5")
+        model.save(keras_path)
+    else:
+        keras_path = model_path
+    report["artifacts"][os.path.basename(keras_path)] = measure(keras_path, val_batches, image)
+    write_report(folder, report)
+
+    if "tflite" in args.formats or "edgetpu" in args.formats:
+        tflite_path = os.path.join(folder, "model.tflite")
+        with open(tflite_path, "wb") as f:
+            f.write(to_int8_tflite(model, calibration))
+        report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
+        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)
+        write_report(folder, report)
+        for problem in report["tflite_check"]["problems"]:
+            print(f"warning: model.tflite: {problem}")
+        if "edgetpu" in args.formats:
+            report["edgetpu_compiler"] = compile_edgetpu(compiler, tflite_path, folder, args.save_to,
+                                                         args.min_runtime_version)
+            if report["edgetpu_compiler"].get("ok"):
+                output = os.path.basename(report["edgetpu_compiler"]["output_path"])
+                report["artifacts"][output] = {"bytes": os.path.getsize(os.path.join(folder, output))}
+            write_report(folder, report)
+    return report
 
 
 @reports_user_errors
@@ -132,7 +174,7 @@ def main(argv=None):
     args = parse_args(argv)
     settings = config.read(args.read_from)
     model_path = os.path.join(args.read_from, BEST_MODEL)
-    if not os.path.isfile(model_path):
+    if not storage.isfile(model_path):
         raise UserError(f"no trained model in {args.read_from}: {BEST_MODEL} is missing (did training finish an epoch?)")
     check_deploy_folder(args.save_to, args.overwrite)
     compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
@@ -147,41 +189,9 @@ def main(argv=None):
     if settings.get("dtype_policy", "float32") != "float32":
         model = float32_copy(model, settings)
 
-    if os.path.exists(args.save_to):
-        shutil.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite
-    os.makedirs(args.save_to)
-    with open(os.path.join(args.save_to, LABELS), "w") as f:
-        f.write("".join(f"{name}\n" for name in settings["class_names"]))
-    image = next(iter(calibration))[0]
-    report = {"run": os.path.abspath(args.read_from), "model": settings["model"],
-              "validation": {"items": len(val_batches.indices), "source": "val_data" if val_reader else "split",
-                             "eval_samples": args.eval_samples, "seed": settings["seed"]},
-              "calibration_samples": len(calibration), "artifacts": {}}
-
-    keras_path = os.path.join(args.save_to, "model.h5")
-    if "h5" in args.formats:
-        model.save(keras_path)
-    else:
-        keras_path = model_path
-    report["artifacts"][os.path.basename(keras_path)] = measure(keras_path, val_batches, image)
-    write_report(args.save_to, report)
-
-    if "tflite" in args.formats or "edgetpu" in args.formats:
-        tflite_path = os.path.join(args.save_to, "model.tflite")
-        with open(tflite_path, "wb") as f:
-            f.write(to_int8_tflite(model, calibration))
-        report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
-        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)
-        write_report(args.save_to, report)
-        for problem in report["tflite_check"]["problems"]:
-            print(f"warning: model.tflite: {problem}")
-        if "edgetpu" in args.formats:
-            report["edgetpu_compiler"] = compile_edgetpu(compiler, tflite_path, args.save_to,
-                                                         args.min_runtime_version)
-            if report["edgetpu_compiler"].get("ok"):
-                output = report["edgetpu_compiler"]["output_path"]
-                report["artifacts"][os.path.basename(output)] = {"bytes": os.path.getsize(output)}
-            write_report(args.save_to, report)
+    storage.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite
+    with storage.local_folder(args.save_to) as folder:  # a remote save_to is uploaded when this block ends
+        report = write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler)
 
     print_table(report)
     compiled = report.get("edgetpu_compiler", {})

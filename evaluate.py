@@ -19,6 +19,7 @@ weight each class by its support. The loss is computed from the probabilities as
 to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
 """
 import csv
+import io
 import json
 import os
 
@@ -26,6 +27,7 @@ import numpy as np
 
 import config
 import plots
+import storage
 from datagen import BatchGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import predict_batches
@@ -131,11 +133,12 @@ def table(result):
 
 
 def write_confusion_csv(path, matrix, class_names):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *class_names])
-        for name, row in zip(class_names, matrix):
-            writer.writerow([name, *(int(v) for v in row)])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, matrix):
+        writer.writerow([name, *(int(v) for v in row)])
+    storage.write(path, text.getvalue())
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -162,9 +165,9 @@ def parse_args(argv=None):
 
 def output_folder(args, path):
     folder = args.save_to or os.path.join(args.read_from, "evaluation", os.path.basename(path).replace(".", "_"))
-    if os.path.isfile(folder):
+    if storage.isfile(folder):
         raise UserError(f"--save_to {folder} is a file; give a folder")
-    if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
+    if storage.isdir(folder) and storage.listdir(folder) and not args.overwrite:
         raise UserError(f"{folder} already exists and is not empty; pass --overwrite to replace its "
                         f"{METRICS}, {MATRIX_CSV} and {MATRIX_PNG}, or choose another --save_to")
     return folder
@@ -245,12 +248,11 @@ def main(argv=None):
     probabilities, labels = predict_batches(classifier, batches, desc=f"evaluating {os.path.basename(path)}")
     check_probabilities(classifier, probabilities, len(labels))
     result = metrics(probabilities, labels, settings["class_names"])
-    result = {"model": os.path.abspath(path), "kind": classifier.kind, "run": os.path.abspath(args.read_from),
+    result = {"model": storage.absolute(path), "kind": classifier.kind, "run": storage.absolute(args.read_from),
               "data": source, **result}
 
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, METRICS), "w") as f:
-        json.dump(result, f, indent=2)
+    storage.makedirs(folder)
+    storage.write(os.path.join(folder, METRICS), json.dumps(result, indent=2))
     matrix = np.array(result["confusion_matrix"])
     write_confusion_csv(os.path.join(folder, MATRIX_CSV), matrix, settings["class_names"])
     plots.confusion_matrix_png(matrix, settings["class_names"], os.path.join(folder, MATRIX_PNG),

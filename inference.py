@@ -6,13 +6,14 @@ float32 images (N, H, W, C) of raw 0-255 pixel values, exactly what the Keras mo
 itself), and returns float32 class probabilities (N, num_classes). The int8 model's quantization is applied and
 undone here, with the scale and zero point stored in the model, so no caller has to know about it.
 """
+import os
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
+import storage
 from errors import UserError
 
 KERAS_SUFFIXES = (".keras", ".h5")
@@ -125,7 +126,8 @@ def _load_keras(path):
     import keras
 
     try:
-        model = keras.saving.load_model(path, compile=False)
+        with storage.local_file(path) as local:  # Keras reads a full-model .h5 only from a local file
+            model = keras.saving.load_model(local, compile=False)
     except Exception as error:  # any failure to load is a bad file from the user's point of view
         raise UserError(f"cannot load {path} as a Keras model ({_first_line(error)}); {ACCEPTED}") from None
     return KerasClassifier(path, model)
@@ -135,7 +137,7 @@ def _load_tflite(path):
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        return TFLiteClassifier(path, Interpreter(model_path=str(path)))
+        return TFLiteClassifier(path, Interpreter(model_content=storage.read_bytes(path)))
     except (ValueError, RuntimeError) as error:  # not a model, or an op this CPU runtime lacks (an Edge TPU op)
         hint = "; an Edge TPU model runs only with the Edge TPU runtime" if "edgetpu" in str(error).lower() else ""
         raise UserError(f"cannot load {path} as a TFLite model to run here ({_first_line(error)}){hint}; "
@@ -144,11 +146,11 @@ def _load_tflite(path):
 
 def load_classifier(path):
     """A Classifier for a saved model, chosen by the file's suffix; a missing, unknown or broken file: UserError."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    path = str(path)
+    suffix = os.path.splitext(path)[1].lower()
     if suffix not in KERAS_SUFFIXES + TFLITE_SUFFIXES:
-        raise UserError(f"unknown model file type {path.name!r}; {ACCEPTED}")
-    if not path.is_file():
+        raise UserError(f"unknown model file type {os.path.basename(path)!r}; {ACCEPTED}")
+    if not storage.isfile(path):
         raise UserError(f"no such model file: {path}")
     return _load_keras(path) if suffix in KERAS_SUFFIXES else _load_tflite(path)
 

@@ -9,7 +9,7 @@ Headless (matplotlib's Agg backend): it writes PNG files and never opens a windo
 the template's own pipeline, datagen.prepare and datagen.default_augmenter, so it shows exactly what
 training with --jitter sees.
 """
-import csv
+import io
 import os
 
 import matplotlib
@@ -18,18 +18,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+import storage  # noqa: E402
+from callbacks import HISTORY, read_history  # noqa: E402
 from errors import ArgumentParser, UserError, image_size, positive_int, reports_user_errors  # noqa: E402
 
 CURVES = "curves.png"
-HISTORY = "history.csv"  # callbacks.HISTORY; not imported, so plotting needs no Keras
+
+
+def save_figure(figure, path):
+    """Render in memory and write through storage, so a run folder in a bucket gets its pictures too."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=os.path.splitext(path)[1].lstrip(".") or "png", dpi=100)
+    plt.close(figure)
+    storage.write(path, buffer.getvalue())
 
 
 # --- training curves -------------------------------------------------------------------------------------
 
-def read_history(path):
-    """{column: float array} from a Keras CSVLogger file; columns that are not numbers are left out."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def history_columns(rows):
+    """{column: float array} of a run's history rows; columns that are not numbers are left out."""
     columns = {}
     for key in rows[0] if rows else []:
         try:
@@ -43,13 +50,10 @@ def training_curves(run_dir, path=None):
     """Plot loss and accuracy per epoch (train vs validation) from run_dir/history.csv into run_dir/curves.png.
 
     Returns the PNG's path, or None when the run has no finished epoch yet."""
-    history_path = os.path.join(run_dir, HISTORY)
-    if not os.path.isfile(history_path):
-        return None
-    history = read_history(history_path)
+    history = history_columns(read_history(run_dir))
     if "epoch" not in history or not len(history["epoch"]):
         return None
-    epochs = history["epoch"].astype(int) + 1  # CSVLogger counts from 0; people count from 1
+    epochs = history["epoch"].astype(int) + 1  # history.csv counts from 0; people count from 1
     path = path or os.path.join(run_dir, CURVES)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
@@ -77,8 +81,7 @@ def training_curves(run_dir, path=None):
                          color="grey", ha="right" if right_half else "left")
     figure.suptitle(os.path.basename(os.path.abspath(run_dir)))
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
     return path
 
 
@@ -121,8 +124,7 @@ def confusion_matrix_png(matrix, class_names, path, title="confusion matrix"):
     bar = figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     bar.set_label("share of the true class")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
     return path
 
 
@@ -176,8 +178,7 @@ def jitter_preview(reader, path, input_size=(28, 28), channels=1, count=8, versi
                 ax.set_ylabel(name, fontsize=9)
     figure.suptitle(title or f"jitter preview: {height}x{width}x{channels}, {len(indices)} images", fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
     return path
 
 
@@ -211,14 +212,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "curves":
-        if not os.path.isdir(args.read_from):
+        if not storage.isdir(args.read_from):
             raise UserError(f"no such run folder: {args.read_from}")
         path = training_curves(args.read_from, args.save_to)
         if path is None:
             raise UserError(f"{args.read_from} has no {HISTORY} with a finished epoch yet")
         print(f"wrote {path}")
         return
-    if os.path.exists(args.save_to) and not args.overwrite:
+    if storage.exists(args.save_to) and not args.overwrite:
         raise UserError(f"{args.save_to} already exists; pass --overwrite to replace it")
     from reader import DataReader
 

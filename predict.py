@@ -15,18 +15,19 @@ with --top_k. --kaggle writes the KMLC leaderboard's `Id,Category` (Category = p
 The CSV is written to a temporary file beside it and renamed when complete: a failure never leaves a part.
 """
 import csv
+import io
 import json
 import os
-import tempfile
 
 import numpy as np
 
 import config
+import storage
 from callbacks import BEST_MODEL
 from datagen import BatchGenerator
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import load_classifier, predict_batches
-from reader import FORMATS, DataReader, read_labels_txt
+from reader import FORMATS, DataReader, labels_from_text
 
 
 def parse_args(argv=None):
@@ -60,13 +61,13 @@ def model_path(run_dir, model_file):
     """The model file to load: the run's best.keras by default; a bare name (no folder) is in the run folder."""
     if model_file is None:
         path = os.path.join(run_dir, BEST_MODEL)
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise UserError(f"no trained model in {run_dir}: {BEST_MODEL} is missing "
                             f"(did training finish an epoch?)")
         return path
     if run_dir and not os.path.dirname(model_file):
         path = os.path.join(run_dir, model_file)
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise UserError(f"no such model file: {path} (a bare --model_file name is looked up in the run "
                             f"folder; write ./{model_file} for a file in the current folder)")
         return path
@@ -96,16 +97,16 @@ def check_probabilities(classifier, probabilities, count):
 
 def class_names_beside(path, num_classes):
     """Class names for a bare model file: labels.txt beside it, else config.json beside it, else 0..K-1."""
-    folder = os.path.dirname(os.path.abspath(path))
-    names = read_labels_txt([folder])
+    folder = os.path.dirname(storage.absolute(path))
+    labels_path = os.path.join(folder, "labels.txt")
+    names = labels_from_text(storage.read_text(labels_path)) if storage.isfile(labels_path) else None
     if names:
-        return names, os.path.join(folder, "labels.txt")
+        return names, labels_path
     config_path = os.path.join(folder, config.CONFIG_FILE)
-    if os.path.isfile(config_path):
+    if storage.isfile(config_path):
         try:
-            with open(config_path) as f:
-                names = json.load(f).get("class_names")
-        except (OSError, ValueError, AttributeError):
+            names = json.loads(storage.read_text(config_path)).get("class_names")
+        except (ValueError, AttributeError):
             names = None
         if isinstance(names, list) and names:
             return [str(n) for n in names], config_path
@@ -139,27 +140,22 @@ def rows(ids, probabilities, class_names, k, kaggle=False):
 
 
 def check_output_file(path, overwrite):
-    if os.path.isdir(path):
+    if storage.isdir(path):
         raise UserError(f"--output_file {path} is a folder; give a file name such as {path}/predictions.csv")
-    if os.path.exists(path) and not overwrite:
+    if storage.exists(path) and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
 
 
-def write_csv_atomically(path, header, body):
-    """Write to a temporary file in the same folder, then rename: readers never see a partial CSV."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(body)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+def write_csv(path, header, body):
+    """Written whole (storage.write): readers never see a partial CSV."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(body)
+    folder = os.path.dirname(path)
+    if folder:
+        storage.makedirs(folder)
+    storage.write(path, text.getvalue())
 
 
 @reports_user_errors
@@ -189,7 +185,7 @@ def main(argv=None):
     check_probabilities(classifier, probabilities, len(batches.indices))
     ids = reader.ids
     header, body = rows([ids[i] for i in batches.indices], probabilities, class_names, args.top_k, args.kaggle)
-    write_csv_atomically(args.output_file, header, body)
+    write_csv(args.output_file, header, body)
     counts = np.bincount(probabilities.argmax(1), minlength=len(class_names))
     common = ", ".join(f"{class_names[c]} {counts[c]}" for c in np.argsort(-counts, kind="stable")[:5] if counts[c])
     print(f"{len(body)} predictions ({classifier.kind} model {path}) written to {args.output_file}; "

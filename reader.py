@@ -223,14 +223,19 @@ def check_lengths(path, starts, headers):
 
 
 def read_labels_txt(folders):
-    """Class names from a labels.txt beside the records: `0 -> apple` lines or one name per line."""
+    """Class names from a labels.txt beside the records."""
     for folder in folders:
         path = os.path.join(folder, "labels.txt")
         if os.path.isfile(path):
             with open(path) as f:
-                lines = [line.strip() for line in f if line.strip()]
-            return [line.split("->", 1)[1].strip() if "->" in line else line for line in lines]
+                return labels_from_text(f.read())
     return None
+
+
+def labels_from_text(text):
+    """The names in a labels.txt: `0 -> apple` lines or one name per line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.split("->", 1)[1].strip() if "->" in line else line for line in lines]
 
 
 class TFRecords:

@@ -6,7 +6,6 @@
 Every flag's default lives in config.DEFAULTS. Bad input is reported in one line before anything is written.
 """
 import argparse
-import csv
 import os
 import shutil
 import sys
@@ -19,6 +18,7 @@ import config
 import distribute
 import doodles
 import plots
+import storage
 from datagen import open_run_data, run_batches
 from errors import (ArgumentParser, UserError, image_size, json_object, non_negative_int, positive_float, positive_int,
                     ratio, reports_user_errors)
@@ -71,11 +71,11 @@ def parse_args(argv=None):
 
 def check_run_folder(save_to, overwrite, resume):
     """Refuse, before anything is written, to clobber a folder that the user did not ask to replace."""
-    is_run = os.path.isfile(os.path.join(save_to, config.CONFIG_FILE))
+    is_run = storage.isfile(os.path.join(save_to, config.CONFIG_FILE))
     if resume:
         if not is_run:
             raise UserError(f"cannot resume: {save_to} is not a run folder (no {config.CONFIG_FILE})")
-    elif os.path.exists(save_to):
+    elif storage.exists(save_to):
         if not overwrite:
             raise UserError(f"{save_to} already exists; pass --overwrite to replace it, or --resume to continue it")
         if not is_run:
@@ -134,24 +134,10 @@ def compiled_model(settings, steps_per_epoch, from_ckpt=None):
     return model
 
 
-def read_history(run_dir):
-    path = os.path.join(run_dir, callbacks.HISTORY)
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def trim_history(run_dir, epochs):
     """Drop history rows of epochs the backup does not hold (a crash between the two writes)."""
-    rows = [row for row in read_history(run_dir) if int(row["epoch"]) < epochs]
-    path = os.path.join(run_dir, callbacks.HISTORY)
-    if os.path.isfile(path):
-        with open(path, "w", newline="") as f:
-            if rows:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+    rows = [row for row in callbacks.read_history(run_dir) if int(row["epoch"]) < epochs]
+    callbacks.write_history(run_dir, rows)
     return rows
 
 
@@ -189,9 +175,8 @@ def main(argv=None):
             history = trim_history(run_dir, done)
             best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
     elif cluster.is_chief:
-        if os.path.exists(run_dir):
-            shutil.rmtree(run_dir)  # checked above: a run folder the user asked to overwrite
-        os.makedirs(run_dir)
+        storage.rmtree(run_dir)  # checked above: a run folder the user asked to overwrite
+        storage.makedirs(run_dir)
         config.save(run_dir, settings)
 
     # Saving a distributed model is collective: every process saves, but only process 0 into the run folder.
@@ -205,7 +190,7 @@ def main(argv=None):
         print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")
         return model
     print(f"training curves: {plots.training_curves(run_dir)}")
-    history = read_history(run_dir)
+    history = callbacks.read_history(run_dir)
     best = max(history, key=lambda row: float(row["val_accuracy"]))
     print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
           f"{len(history)} epochs run; run folder: {run_dir}")

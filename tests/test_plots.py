@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import callbacks
 import plots
 from conftest import run_cli
 
@@ -35,7 +36,7 @@ def test_training_curves_from_a_tiny_history(tmp_path):
     assert path == os.path.join(run_dir, "curves.png")
     width, height = png_size(path)
     assert 600 <= width <= 2000 and 300 <= height <= 1200 and width > height  # two panels side by side
-    history = plots.read_history(os.path.join(run_dir, "history.csv"))
+    history = plots.history_columns(callbacks.read_history(run_dir))
     assert list(history["epoch"]) == [0, 1, 2] and "val_loss" in history
 
 

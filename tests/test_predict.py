@@ -204,5 +204,5 @@ def test_a_failure_while_writing_leaves_neither_csv_nor_temporary_file(tmp_path)
 
     path = str(tmp_path / "predictions.csv")
     with pytest.raises(RuntimeError):
-        predict.write_csv_atomically(path, ["id"], [["a"], [Unprintable()]])
+        predict.write_csv(path, ["id"], [["a"], [Unprintable()]])
     assert os.listdir(tmp_path) == []
