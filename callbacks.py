@@ -35,12 +35,9 @@ def read_history(run_dir):
 
 
 def write_history(run_dir, rows):
-    text = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]), restval="NA")
-        writer.writeheader()
-        writer.writerows(rows)
-    storage.write(os.path.join(run_dir, HISTORY), text.getvalue())
+    columns = list(rows[0]) if rows else []
+    table = [[row.get(key, "NA") for key in columns] for row in rows]
+    storage.write_csv(os.path.join(run_dir, HISTORY), [columns, *table])
 
 
 class HistoryLog(keras.callbacks.Callback):

@@ -18,8 +18,6 @@ when precision + recall is 0. Macro averages are over the classes present in the
 weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
 to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
 """
-import csv
-import io
 import json
 import os
 
@@ -133,12 +131,8 @@ def table(result):
 
 
 def write_confusion_csv(path, matrix, class_names):
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["true \\ predicted", *class_names])
-    for name, row in zip(class_names, matrix):
-        writer.writerow([name, *(int(v) for v in row)])
-    storage.write(path, text.getvalue())
+    storage.write_csv(path, [["true \\ predicted", *class_names],
+                             *([name, *(int(v) for v in row)] for name, row in zip(class_names, matrix))])
 
 
 # --- the command -----------------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ predicted class index and name; its probability), then `class_2,name_2,prob_2, .
 with --top_k. --kaggle writes the KMLC leaderboard's `Id,Category` (Category = predicted class index).
 The CSV is written to a temporary file beside it and renamed when complete: a failure never leaves a part.
 """
-import csv
-import io
 import json
 import os
 
@@ -146,18 +144,6 @@ def check_output_file(path, overwrite):
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
 
 
-def write_csv(path, header, body):
-    """Written whole (storage.write): readers never see a partial CSV."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(body)
-    folder = os.path.dirname(path)
-    if folder:
-        storage.makedirs(folder)
-    storage.write(path, text.getvalue())
-
-
 @reports_user_errors
 def main(argv=None):
     args = parse_args(argv)
@@ -185,7 +171,9 @@ def main(argv=None):
     check_probabilities(classifier, probabilities, len(batches.indices))
     ids = reader.ids
     header, body = rows([ids[i] for i in batches.indices], probabilities, class_names, args.top_k, args.kaggle)
-    write_csv(args.output_file, header, body)
+    if os.path.dirname(args.output_file):
+        storage.makedirs(os.path.dirname(args.output_file))
+    storage.write_csv(args.output_file, [header, *body])  # written whole: readers never see a partial CSV
     counts = np.bincount(probabilities.argmax(1), minlength=len(class_names))
     common = ", ".join(f"{class_names[c]} {counts[c]}" for c in np.argsort(-counts, kind="stable")[:5] if counts[c])
     print(f"{len(body)} predictions ({classifier.kind} model {path}) written to {args.output_file}; "

@@ -6,7 +6,9 @@ Tools that only take local files (h5py for a full-model .h5, edgetpu_compiler) g
 working folder that is uploaded when they are done.
 """
 import contextlib
+import csv
 import functools
+import io
 import os
 import tempfile
 
@@ -84,6 +86,13 @@ def write(path, data):
         if gfile.exists(temporary):
             gfile.remove(temporary)
         raise
+
+
+def write_csv(path, rows):
+    """Rows of cells, the header first, as one CSV file written whole."""
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    write(path, text.getvalue())
 
 
 @contextlib.contextmanager

@@ -194,15 +194,3 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_csv(case, tiny_run, unlabele
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert os.listdir(out_dir) == []  # no CSV, no temporary file
-
-
-def test_a_failure_while_writing_leaves_neither_csv_nor_temporary_file(tmp_path):
-
-    class Unprintable:
-        def __str__(self):
-            raise RuntimeError("disk full")
-
-    path = str(tmp_path / "predictions.csv")
-    with pytest.raises(RuntimeError):
-        predict.write_csv(path, ["id"], [["a"], [Unprintable()]])
-    assert os.listdir(tmp_path) == []

@@ -119,3 +119,15 @@ def test_local_paths_pass_through_unchanged(tmp_path):
         assert folder == str(tmp_path / "out") and os.path.isdir(folder)
     assert storage.absolute("gs://bucket/run") == "gs://bucket/run"
     assert storage.absolute("run") == os.path.join(os.getcwd(), "run")
+
+
+def test_a_csv_that_fails_to_format_leaves_no_file_and_no_temporary(tmp_path):
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("disk full")
+
+    path = str(tmp_path / "predictions.csv")
+    with pytest.raises(RuntimeError):
+        storage.write_csv(path, [["id"], ["a"], [Unprintable()]])
+    assert os.listdir(tmp_path) == []
