@@ -245,7 +245,6 @@ def main(argv=None):
     result = {"model": storage.absolute(path), "kind": classifier.kind, "run": storage.absolute(args.read_from),
               "data": source, **result}
 
-    storage.makedirs(folder)
     storage.write(os.path.join(folder, METRICS), json.dumps(result, indent=2))
     matrix = np.array(result["confusion_matrix"])
     write_confusion_csv(os.path.join(folder, MATRIX_CSV), matrix, settings["class_names"])

@@ -171,8 +171,6 @@ def main(argv=None):
     check_probabilities(classifier, probabilities, len(batches.indices))
     ids = reader.ids
     header, body = rows([ids[i] for i in batches.indices], probabilities, class_names, args.top_k, args.kaggle)
-    if os.path.dirname(args.output_file):
-        storage.makedirs(os.path.dirname(args.output_file))
     storage.write_csv(args.output_file, [header, *body])  # written whole: readers never see a partial CSV
     counts = np.bincount(probabilities.argmax(1), minlength=len(class_names))
     common = ", ".join(f"{class_names[c]} {counts[c]}" for c in np.argsort(-counts, kind="stable")[:5] if counts[c])

@@ -76,8 +76,11 @@ def read_bytes(path):
 
 @reported
 def write(path, data):
-    """Write text or bytes whole, through a temporary name: a reader, or a crash, never sees half a file."""
+    """Write text or bytes whole, through a temporary name: a reader, or a crash, never sees half a file.
+    Its folder is made first if missing."""
     temporary = f"{path}.tmp"
+    if os.path.dirname(path):
+        gfile.makedirs(os.path.dirname(path))
     try:
         with gfile.GFile(temporary, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
