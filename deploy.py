@@ -7,11 +7,10 @@ un-jittered training images), model_edgetpu.tflite when edgetpu_compiler is inst
 deploy_report.json with each artifact's size, validation accuracy and CPU latency.
 """
 import argparse
-import contextlib
-import io
 import json
 import os
 
+import console  # first: quiets TensorFlow's import (see console.py)
 import keras
 import numpy as np
 
@@ -86,7 +85,7 @@ def to_int8_tflite(model, calibration):
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints every captured tensor
+        with console.captured_output():  # the converter's chatter, shown only if it fails
             return converter.convert()
     except Exception as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -113,17 +112,48 @@ def compile_edgetpu(compiler, tflite_path, folder, save_to, min_runtime_version)
     return result
 
 
-def print_table(report):
-    print(f"{'artifact':<24}{'bytes':>12}{'top-1':>9}{'ms/image':>10}")
-    for name, row in report["artifacts"].items():
-        accuracy = f"{row['accuracy']:.4f}" if "accuracy" in row else "-"
-        latency = f"{row['latency_ms']:.3f}" if "latency_ms" in row else "-"
-        print(f"{name:<24}{row['bytes']:>12,}{accuracy:>9}{latency:>10}")
-    compiler = report.get("edgetpu_compiler")
-    if compiler:
-        print(f"edgetpu: {compiler.get('skipped') or compiler.get('reason') or 'compiled'}"
-              + (f" ({compiler['ops_on_edgetpu']} ops on the Edge TPU, {compiler['ops_on_cpu']} on the CPU)"
-                 if compiler.get("ops_on_edgetpu") is not None else ""))
+def edgetpu_verdict(report):
+    """Whether the Edge TPU runs the whole int8 model: the op table's answer, then the compiler's if it ran."""
+    check = report["tflite_check"]
+    first = check["first_unsupported"]
+    if first:
+        verdict = (f"not all ops mapped: op #{first['index']} {first['op']} is the first the Edge TPU cannot run "
+                   f"({first['why']}); it and all after it run on the CPU")
+    elif check["problems"]:
+        verdict = f"not ready: {check['problems'][0]}"
+    else:
+        verdict = f"all {len(check['ops'])} ops mapped"
+    compiled = report.get("edgetpu_compiler")
+    if not compiled:
+        return verdict
+    if compiled.get("skipped"):
+        return f"{verdict}; edgetpu_compiler not found, so not compiled ({REPORT} says how to install it)"
+    if not compiled["ok"]:
+        return f"{verdict}; the compile failed"
+    if compiled["ops_on_cpu"] is None:
+        return f"{verdict}; compiled"
+    return f"{verdict}; compiled: {compiled['ops_on_edgetpu']} ops on the Edge TPU, {compiled['ops_on_cpu']} on the CPU"
+
+
+def summary_lines(report):
+    """What a person reads at a glance: the int8 model against the float one, and the Edge TPU verdict."""
+    artifacts = report["artifacts"]
+    float_name = next(iter(artifacts))
+    float_row, int8_row = artifacts[float_name], artifacts.get("model.tflite")
+    lines = [f"summary, on {report['validation']['items']} validation images:"]
+    if int8_row is None:
+        return lines + [f"  {float_name}: {float_row['bytes']:,} bytes, accuracy {float_row['accuracy']:.1%}, "
+                        f"{float_row['latency_ms']:.3f} ms per image; no int8 model (--formats)"]
+    speedup = float_row["latency_ms"] / int8_row["latency_ms"]
+    return lines + [
+        f"  size      model.tflite is {int8_row['bytes'] / float_row['bytes']:.0%} of {float_name} "
+        f"({int8_row['bytes']:,} vs {float_row['bytes']:,} bytes)",
+        f"  accuracy  int8 {int8_row['accuracy']:.1%} vs float {float_row['accuracy']:.1%} "
+        f"({100 * (int8_row['accuracy'] - float_row['accuracy']):+.1f} points)",
+        f"  speed     int8 {int8_row['latency_ms']:.3f} ms vs float {float_row['latency_ms']:.3f} ms per image: "
+        + (f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"),
+        f"  Edge TPU  {edgetpu_verdict(report)}",
+    ]
 
 
 def write_report(folder, report):
@@ -193,7 +223,7 @@ def main(argv=None):
     with storage.local_folder(args.save_to) as folder:  # a remote save_to is uploaded when this block ends
         report = write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler)
 
-    print_table(report)
+    print("\n".join(summary_lines(report)))
     compiled = report.get("edgetpu_compiler", {})
     if compiled.get("ok") is False:
         raise UserError(f"Edge TPU compile failed: {compiled['reason']} (log: {compiled['log_path']})")

@@ -8,13 +8,19 @@ import functools
 import json
 import sys
 
+import console
+
 
 class UserError(Exception):
     """A problem with the user's input; the message names the bad value and the valid choices."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage block), so flag mistakes look like every other error."""
+    """argparse with a one-line error (no usage block), so flag mistakes look like every other error, and a
+    --help that ends by saying how to bring back the library lines console.py hides."""
+
+    def __init__(self, *args, epilog=console.VERBOSE_HELP, **kwargs):
+        super().__init__(*args, epilog=epilog, **kwargs)
 
     def error(self, message):
         print(f"error: {message}", file=sys.stderr)
@@ -55,6 +61,13 @@ def positive_float(text):
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text}")
     return value
 
 

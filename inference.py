@@ -12,6 +12,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+import console
 import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
 import storage
 from errors import UserError
@@ -137,7 +138,8 @@ def _load_tflite(path):
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        return TFLiteClassifier(path, Interpreter(model_content=storage.read_bytes(path)))
+        with console.captured_output():  # LiteRT announces its XNNPACK delegate when it allocates the tensors
+            return TFLiteClassifier(path, Interpreter(model_content=storage.read_bytes(path)))
     except (ValueError, RuntimeError) as error:  # not a model, or an op this CPU runtime lacks (an Edge TPU op)
         hint = "; an Edge TPU model runs only with the Edge TPU runtime" if "edgetpu" in str(error).lower() else ""
         raise UserError(f"cannot load {path} as a TFLite model to run here ({_first_line(error)}){hint}; "

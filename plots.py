@@ -12,6 +12,7 @@ training with --jitter sees.
 import io
 import os
 
+import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import matplotlib
 
 matplotlib.use("Agg")

@@ -17,6 +17,7 @@ The CSV is written to a temporary file beside it and renamed when complete: a fa
 import json
 import os
 
+import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import numpy as np
 
 import config

@@ -14,7 +14,8 @@ from datagen import ImageGenerator
 from reader import DataReader
 
 SIZES = {"quickdraw_cnn": ((28, 28, 1), {}), "logistic": ((28, 28, 1), {}),
-         "mobilenet_v1": ((32, 32, 1), {"alpha": 0.25}), "mobilenet_v2": ((32, 32, 3), {"alpha": 0.35})}
+         "mobilenet_v1": ((32, 32, 1), {"alpha": 0.25}), "mobilenet_v2": ((32, 32, 3), {"alpha": 0.35}),
+         "photo_cnn": ((32, 32, 3), {"stem": 8, "filters": (8, 16)})}
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,29 @@ def test_existing_save_to_needs_overwrite_and_must_be_a_deploy_folder(run_dir, t
     report = json.load(open(os.path.join(out, "deploy_report.json")))
     assert report["validation"]["items"] == 10 and list(report["artifacts"]) == ["model.h5"]
     assert np.isclose(report["artifacts"]["model.h5"]["accuracy"] * 10, round(report["artifacts"]["model.h5"]["accuracy"] * 10))
+
+
+def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edge_tpu():
+    elu = {"index": 3, "op": "ELU", "edgetpu": False, "why": "not in the Edge TPU op table", "float": True}
+    report = {"validation": {"items": 200},
+              "artifacts": {"model.h5": {"bytes": 4000, "accuracy": 0.9, "latency_ms": 2.0},
+                            "model.tflite": {"bytes": 1000, "accuracy": 0.885, "latency_ms": 0.5}},
+              "tflite_check": {"ops": [{"op": "CONV_2D"}] * 3 + [elu], "first_unsupported": elu,
+                               "problems": ["first op the Edge TPU cannot run: ELU"]},
+              "edgetpu_compiler": {"ok": True, "ops_on_edgetpu": 3, "ops_on_cpu": 2}}
+    assert deploy.summary_lines(report) == [
+        "summary, on 200 validation images:",
+        "  size      model.tflite is 25% of model.h5 (1,000 vs 4,000 bytes)",
+        "  accuracy  int8 88.5% vs float 90.0% (-1.5 points)",
+        "  speed     int8 0.500 ms vs float 2.000 ms per image: 4.0x faster",
+        "  Edge TPU  not all ops mapped: op #3 ELU is the first the Edge TPU cannot run (not in the Edge TPU op "
+        "table); it and all after it run on the CPU; compiled: 3 ops on the Edge TPU, 2 on the CPU",
+    ]
+    report["tflite_check"].update(first_unsupported=None, problems=[], ops=[{"op": "CONV_2D"}] * 4)
+    report["artifacts"]["model.tflite"]["latency_ms"] = 4.0
+    report["edgetpu_compiler"] = {"ok": None, "skipped": "edgetpu_compiler not found; ..."}
+    assert deploy.summary_lines(report)[3:] == [
+        "  speed     int8 4.000 ms vs float 2.000 ms per image: 2.0x slower",
+        "  Edge TPU  all 4 ops mapped; edgetpu_compiler not found, so not compiled (deploy_report.json says how to "
+        "install it)",
+    ]

@@ -1,0 +1,125 @@
+"""What a user sees: train.py and deploy.py print their own lines, not TensorFlow's, LiteRT's or absl's."""
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import console
+from conftest import ROOT, write_npy
+
+# The library lines a user should not see (issue: "a quiet console"), by where they come from.
+NOISE = {
+    "TensorFlow C++ info/warning": r"^[IW]\d{4} \S+\s+\d+ \S+:\d+\]",
+    "oneDNN": r"oneDNN custom operations are on",
+    "cpu_feature_guard": r"cpu_feature_guard|To enable the following instructions",
+    "SavedModel reader": r"Reading SavedModel|SavedModel load for tags",
+    "MLIR passes": r"MLIR V1 optimization pass|MLIR crash reproducer",
+    "arithmetic ops estimate": r"Estimated count of arithmetic ops",
+    "absl before InitializeLog": r"All log messages before absl::InitializeLog\(\)",
+    "Keras HDF5 legacy": r"You are saving your model as an HDF5 file",
+    "quantized input statistics": r"Statistics for quantized inputs were expected",
+    "converter flags": r"fully_quantize: \d+, inference_type: \d+",
+    "LiteRT XNNPACK": r"Created TensorFlow Lite XNNPACK delegate",
+}
+# What the converter and LiteRT print on every machine (the import lines depend on the CPU).
+ALWAYS_THERE = ("TensorFlow C++ info/warning", "SavedModel reader", "arithmetic ops estimate",
+                "absl before InitializeLog", "Keras HDF5 legacy", "quantized input statistics", "converter flags",
+                "LiteRT XNNPACK")
+SUMMARY = [
+    r"^summary, on \d+ validation images:$",
+    r"^  size      model\.tflite is \d+% of model\.h5 \([\d,]+ vs [\d,]+ bytes\)$",
+    r"^  accuracy  int8 [\d.]+% vs float [\d.]+% \([+-][\d.]+ points\)$",
+    r"^  speed     int8 [\d.]+ ms vs float [\d.]+ ms per image: [\d.]+x (faster|slower)$",
+    r"^  Edge TPU  all \d+ ops mapped; edgetpu_compiler not found, so not compiled",
+]
+
+
+def noise_in(lines):
+    return {name: line for line in lines for name, pattern in NOISE.items() if re.search(pattern, line)}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_npy(str(tmp_path_factory.mktemp("console") / "npy"), {"apple": 30, "bicycle": 30, "cat": 30})
+
+
+def user_environment(verbose=False):
+    """The environment a user runs a tool in: without the test run's own log-level settings."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", console.VERBOSE_VARIABLE)}
+    return {**env, console.VERBOSE_VARIABLE: "1"} if verbose else env
+
+
+def train_and_deploy(data, folder, verbose):
+    """train.py then deploy.py as a user runs them: their output lines, stdout and stderr in order."""
+    env = user_environment(verbose)
+    commands = [["train.py", "--data", data, "--save_to", str(folder / "run"), "--num_epochs", "1", "--batch_size", "8"],
+                ["deploy.py", "--read_from", str(folder / "run"), "--save_to", str(folder / "deploy"),
+                 "--calibration_samples", "10", "--eval_samples", "20"]]
+    lines = []
+    for command in commands:
+        done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=1800)
+        assert done.returncode == 0, done.stdout
+        lines += done.stdout.splitlines()
+    return lines
+
+
+def test_train_and_deploy_print_their_own_lines_and_no_library_noise(tiny_data, tmp_path):
+    lines = train_and_deploy(tiny_data, tmp_path, verbose=False)
+    assert noise_in(lines) == {}
+    assert any(re.match(r"^\d+/\d+ - .* - accuracy: [\d.]+ - loss: ", line) for line in lines)  # Keras' epoch line
+    assert any(line.startswith("best val_accuracy") for line in lines)
+    summary = lines[lines.index(next(line for line in lines if line.startswith("summary, on "))):]
+    for pattern, line in zip(SUMMARY, summary):
+        assert re.search(pattern, line), (pattern, line)
+    assert summary[len(SUMMARY)] == f"deploy folder: {tmp_path / 'deploy'}"
+
+
+def test_the_verbose_variable_brings_every_library_line_back(tiny_data, tmp_path):
+    found = noise_in(train_and_deploy(tiny_data, tmp_path, verbose=True))
+    assert set(ALWAYS_THERE) <= set(found), sorted(set(ALWAYS_THERE) - set(found))
+
+
+def test_every_tool_names_the_verbose_variable_in_its_help():
+    for tool in ("train.py", "deploy.py", "evaluate.py", "predict.py", "plots.py"):
+        done = subprocess.run([sys.executable, tool, "--help"], cwd=ROOT, env=user_environment(), capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and f"{console.VERBOSE_VARIABLE}=1" in done.stdout, tool
+        assert noise_in(done.stderr.splitlines()) == {}, tool
+
+
+def test_captured_output_shows_what_the_block_wrote_only_when_it_fails(capfd, monkeypatch):
+    monkeypatch.setattr(console, "VERBOSE", False)
+    with console.captured_output():
+        os.write(2, b"C++ chatter\n")  # past sys.stderr, as TensorFlow's C++ code writes
+        print("Python chatter")
+    assert capfd.readouterr() == ("", "")
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with console.captured_output():
+            os.write(2, b"converter: the op that broke\n")
+            print("converter's Python line")
+            raise RuntimeError("conversion failed")
+    shown = capfd.readouterr()
+    assert "converter: the op that broke" in shown.err and "converter's Python line" in shown.err
+    print("after")
+    assert capfd.readouterr().out == "after\n"  # stdout is back where it was
+
+
+def test_only_the_known_harmless_messages_are_silenced(caplog):
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        console.silence_harmless_messages()
+        for message in console.HARMLESS_WARNINGS:
+            warnings.warn(message)
+            warnings.warn(message + " And then something else went wrong.")
+    assert [str(w.message) for w in shown] == [m + " And then something else went wrong."
+                                               for m in console.HARMLESS_WARNINGS]
+    absl_logger = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        absl_logger.warning(console.HARMLESS_LOG_MESSAGES[0] + " This file format is considered legacy.")
+        absl_logger.warning("You are saving your model to a folder that is full.")
+    assert [record.getMessage() for record in caplog.records] == ["You are saving your model to a folder that is full."]
