@@ -7,7 +7,9 @@
 By default it evaluates the run's best.keras on the run's own validation images, with the same split,
 preprocessing and --eval_samples sample as deploy.py's report (so an int8 model.tflite scores here exactly
 what deploy_report.json says). With --data it evaluates every labeled item of that source instead, its
-labels matched to the run's classes by name (items of classes the run does not know are skipped).
+labels matched to the run's classes by name: exactly, then ignoring case, then singular/plural (a folder
+`cats/` scores as the run's `cat`), then as --class_map says; items of classes the run does not know are
+skipped.
 Prints top-1 and top-k accuracy (k = min(5, classes)), the mean crossentropy loss and a per-class table;
 writes metrics.json, confusion_matrix.csv and confusion_matrix.png to --save_to (default:
 RUN_DIR/evaluation/<model file name with '.' as '_'>, e.g. evaluation/best_keras).
@@ -18,9 +20,11 @@ when precision + recall is 0. Macro averages are over the classes present in the
 weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
 to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
 """
+import argparse
 import json
 import os
 
+import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import numpy as np
 
 import config
@@ -30,7 +34,7 @@ from datagen import BatchGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import predict_batches
 from predict import check_class_names, check_probabilities, image_classifier, model_path
-from reader import FORMATS, DataReader
+from reader import FORMATS, DataReader, first_of, match_classes
 
 DEFAULT_EVAL_SAMPLES = 1000  # deploy.py's default, so both report on the same validation images
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
@@ -147,6 +151,9 @@ def parse_args(argv=None):
                                              "(folders, files, globs; labels mapped through the run's class names)")
     p.add_argument("--data_format", choices=["auto", *FORMATS], default="auto",
                    help="format of --data (default: %(default)s)")
+    p.add_argument("--class_map", type=class_pairs, metavar="DATA=RUN,...",
+                   help="DATA=RUN pairs for --data classes whose names do not match the run's, e.g. "
+                        "kitten=cat,puppy=dog (names are otherwise matched ignoring case and plural: cats -> cat)")
     p.add_argument("--eval_samples", type=positive_int,
                    help=f"evaluate a seeded sample of this many items (default: {DEFAULT_EVAL_SAMPLES} of the run's "
                         f"validation images, as deploy.py does; all labeled items of --data)")
@@ -154,7 +161,22 @@ def parse_args(argv=None):
                                      "(default: RUN_DIR/evaluation/<model file name with . as _>, "
                                      "e.g. evaluation/best_keras)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --save_to")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.class_map and args.data is None:
+        p.error("--class_map maps the classes of --data; give --data too")
+    return args
+
+
+def class_pairs(text):
+    """--class_map's value: `kitten=cat,puppy=dog` -> {"kitten": "cat", "puppy": "dog"}."""
+    pairs = [[name.strip() for name in part.split("=")] for part in text.split(",")]
+    if any(len(pair) != 2 or not all(pair) for pair in pairs):
+        raise argparse.ArgumentTypeError(f"must be DATA=RUN pairs separated by commas, e.g. kitten=cat,puppy=dog; "
+                                         f"got '{text}'")
+    twice = sorted({data for data, _ in pairs if [d for d, _ in pairs].count(data) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"maps {', '.join(twice)} more than once; give each data class one run class")
+    return dict(pairs)
 
 
 def output_folder(args, path):
@@ -167,28 +189,24 @@ def output_folder(args, path):
     return folder
 
 
-def run_labels(reader, class_names):
-    """The reader's labels as the run's class indices, matched by class name; -1 for unlabeled items and for
-    classes the run does not know (those are skipped, with a note). A source whose names are bare indices
-    (TFRecords without a labels.txt) is taken by index when the run's names are not indices themselves."""
+def run_labels(reader, class_names, class_map=None):
+    """The reader's labels as the run's class indices, matched by reader.match_classes (which prints the
+    mapping when it is not by the same names); -1 for unlabeled items and for classes the run does not know
+    (those are skipped, with a note)."""
     names = list(reader.class_names)
-    numeric = all(n.isdigit() and int(n) < len(class_names) for n in names)
-    if numeric and not all(n in class_names for n in names) and not any(n.isdigit() for n in class_names):
-        print(f"note: {', '.join(reader.paths)} names its classes by index only; taking label i as the run's "
-              f"class i ({', '.join(class_names[:3])}, ...)")
-        remap = [int(n) for n in names]
-    else:
-        remap = [class_names.index(n) if n in class_names else -1 for n in names]
+    mapping = match_classes(names, class_names, class_map)
+    remap = [class_names.index(mapping[n]) if n in mapping else -1 for n in names]
     labels = np.asarray(reader.labels)
     mapped = np.where(labels >= 0, np.array(remap + [-1], dtype=np.int64)[labels], -1)
     unknown = [n for i, (n, r) in enumerate(zip(names, remap)) if r < 0 and np.any(labels == i)]
-    listed = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+    listed = first_of(unknown, 10)
     if unknown:
         skipped = int(np.sum((labels >= 0) & (mapped < 0)))
         if skipped == int(np.sum(labels >= 0)):
             raise UserError(f"none of the data's classes ({listed}) is one the run was trained on: "
-                            f"{', '.join(class_names)}")
-        print(f"note: skipping {skipped} item(s) of classes the run was not trained on: {listed}")
+                            f"{', '.join(class_names)}; name the pairs with --class_map DATA=RUN,...")
+        print(f"note: skipping {skipped} item(s) of classes the run was not trained on: {listed} "
+              f"(--class_map DATA=RUN,... maps them)")
     return mapped
 
 
@@ -208,7 +226,7 @@ def evaluation_batches(args, settings):
                         f"(use predict.py for unlabeled ones)")
     # The data's own class order may differ from the run's (or hold only some of its classes): score it by
     # the run's indices. BatchGenerator reads reader.labels, so that is where the run's indices go.
-    reader.labels = run_labels(reader, settings["class_names"])
+    reader.labels = run_labels(reader, settings["class_names"], args.class_map)
     reader.class_names = list(settings["class_names"])
     batches = BatchGenerator(reader, "test", batch_size=settings["batch_size"], input_size=settings["input_size"],
                              channels=settings["channels"], seed=settings["seed"])

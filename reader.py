@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from errors import UserError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+NOT_AN_IMAGE, UNREADABLE, EMPTY_CLASS_FOLDER = "not an image", "unreadable", "empty class folder"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # signature, then the IHDR chunk's length and type
 KEY_CANDIDATES = {
@@ -43,9 +44,12 @@ def decode_image(data, name):
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            if image.mode not in ("L", "RGB"):
-                image = image.convert("L" if image.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
-            array = np.asarray(image, dtype=np.uint8)
+            if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey: convert("L") would clip at 255
+                array = np.clip(np.asarray(image, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
+            else:
+                if image.mode not in ("L", "RGB"):
+                    image = image.convert("L" if image.mode in ("1", "F", "LA") else "RGB")
+                array = np.asarray(image, dtype=np.uint8)
     except Exception as error:
         raise UserError(f"cannot decode image {name}: {error}") from None
     return array[:, :, None] if array.ndim == 2 else array
@@ -90,13 +94,69 @@ def first_per_class(labels, max_per_class):
 
 
 def choose_classes(available, wanted):
-    """Validate a class selection; returns the names in the order asked (all available when None)."""
+    """The source's names of the classes asked for, in the order asked (all available when None). A name
+    asked for finds its class as match_classes says: a run's `cat` selects a validation folder's `cats/`."""
     if wanted is None:
         return list(available)
-    unknown = [name for name in wanted if name not in available]
+    found = {run: data for data, run in match_classes(available, wanted).items()}
+    unknown = [name for name in wanted if name not in found]
     if unknown:
         raise UserError(f"unknown class {', '.join(unknown)}; the source has: {', '.join(available)}")
-    return list(wanted)
+    return [found[name] for name in wanted]
+
+
+def plural_forms(name):
+    """The plurals an English noun may take: cat -> cats, box -> boxes, puppy -> puppies."""
+    return {name + "s", name + "es"} | ({name[:-1] + "ies"} if name.endswith("y") else set())
+
+
+def same_name(data, run):
+    return data == run
+
+
+def same_ignoring_case(data, run):
+    return data.lower() == run.lower()
+
+
+def singular_or_plural(data, run):
+    data, run = data.lower(), run.lower()
+    return data in plural_forms(run) or run in plural_forms(data)
+
+
+def match_classes(data_names, run_names, overrides=None):
+    """{data class: run class} for the data's classes that name one of the run's, so that a model trained
+    on Kaggle's `cat.1.jpg` (classes cat, dog) scores a folder of `cats/` and `dogs/`.
+
+    Every data class is matched one to one, by the same name, then ignoring case, then as singular/plural;
+    a data set that names its classes by index only (TFRecords without a labels.txt) is taken by index.
+    `overrides` ({data: run}) settle the rest, and may send several data classes to one run class. Classes
+    that match nothing are left out (the caller says what that means). The mapping is printed in one line
+    whenever it is more than the same names."""
+    overrides = dict(overrides or {})
+    for data, run in overrides.items():
+        if data not in data_names:
+            raise UserError(f"--class_map: '{data}' is not a class of the data; it has: {', '.join(data_names)}")
+        if run not in run_names:
+            raise UserError(f"--class_map: '{run}' is not a class of the run; it has: {', '.join(run_names)}")
+    mapping = {}
+    for same in (same_name, same_ignoring_case, singular_or_plural):
+        free = [run for run in run_names if run not in mapping.values()]
+        pairs = [(data, run) for data in data_names if data not in mapping and data not in overrides
+                 for run in free if same(data, run)]
+        tied = [f"{d} -> {r}" for d, r in pairs if sum(d == e or r == s for e, s in pairs) > 1]
+        if tied:
+            raise UserError(f"class names match more than one way ({', '.join(tied)}); give the pairs "
+                            f"explicitly (evaluate.py --class_map DATA=RUN,...) or rename the classes")
+        mapping.update(pairs)
+    if all(n.isdigit() and int(n) < len(run_names) for n in data_names) and not any(r.isdigit() for r in run_names):
+        mapping.update((n, run_names[int(n)]) for n in data_names if n not in mapping)
+    mapping.update(overrides)
+    mapping = {data: mapping[data] for data in data_names if data in mapping}
+    renamed = [f"{data} -> {run}" for data, run in mapping.items() if data != run]
+    if renamed:
+        unchanged = len(mapping) - len(renamed)
+        print(f"classes matched: {', '.join(renamed)}" + (f" (and {unchanged} by the same name)" if unchanged else ""))
+    return mapping
 
 
 class QuickDrawNpy:
@@ -376,11 +436,60 @@ class TFRecords:
         return images
 
 
+def walk_folder(folder, seen):
+    """(image files, other files) anywhere under a folder, in a stable order, following symbolic links;
+    `seen` holds real folders already read (each is read once, so a link back up the tree cannot loop)."""
+    images, others = [], []
+    for here, subfolders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders.sort()
+        for name in sorted(names):
+            (images if name.lower().endswith(IMAGE_SUFFIXES) else others).append(os.path.join(here, name))
+    return images, others
+
+
+def first_of(items, limit):
+    """The first `limit` items, comma-separated, and how many more there are."""
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def skipped_summary(skipped, base):
+    """What was skipped, per class and reason: `dogs 1 unreadable (root/dogs/x.jpg), birds empty class folder`;
+    unreadable files are named relative to `base`, other files by their name."""
+    groups = {}
+    for name, reason, path in skipped:
+        groups.setdefault((name or "(no class)", reason), []).append(path)
+    parts = []
+    for (name, reason), files in sorted(groups.items()):
+        if reason == EMPTY_CLASS_FOLDER:
+            parts.append(f"{name} {reason}")
+        else:
+            shown = [os.path.relpath(f, base) if reason == UNREADABLE else os.path.basename(f) for f in files]
+            parts.append(f"{name} {len(files)} {reason} ({first_of(shown, 3)})")
+    return first_of(parts, 10)
+
+
+def index_summary(paths, class_names, labels, skipped, base):
+    """One line: how many images of each class were indexed, and what was skipped and why."""
+    counts = np.bincount(labels + 1, minlength=len(class_names) + 1)  # counts[0]: unlabeled items
+    indexed = [f"{name} {counts[c + 1]}" for c, name in enumerate(class_names)]
+    indexed += [f"unlabeled {counts[0]}"] if counts[0] else []
+    line = f"indexed {len(labels)} image(s) in {', '.join(paths)}: {first_of(indexed, 10)}"
+    return line + (f"; skipped: {skipped_summary(skipped, base)}" if skipped else "")
+
+
 class ImageFolder:
     """Image files: class subfolders (root/cat/1.jpg), Kaggle's flat layout (root/cat.1.jpg), or plain files.
 
-    Flat files named like `123.jpg` (no class prefix) are unlabeled, as in a Kaggle test folder.
-    Every file is decoded once up front so that a broken image is found before training, not in epoch 7."""
+    Flat files named like `123.jpg` (no class prefix) are unlabeled, as in a Kaggle test folder. A class
+    folder's images are taken from every folder below it too, through symbolic links, as Keras'
+    image_dataset_from_directory and torchvision's ImageFolder do. Every file is decoded once up front so
+    that a broken image is found before training, not in epoch 7; one line then says what was indexed per
+    class, and what was skipped and why."""
 
     name = "image_folder"
 
@@ -389,9 +498,11 @@ class ImageFolder:
         return any(os.path.isdir(p) or p.lower().endswith(IMAGE_SUFFIXES) for p in paths)
 
     def __init__(self, paths, classes=None, max_per_class=None, strict=False, **_):
-        files, names = self.find(paths)
+        files, names, skipped = self.find(paths)
+        base = os.path.dirname(paths[0].rstrip(os.sep))  # ids are paths from here: root/cat/1.jpg
         if not files:
-            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in: {', '.join(paths)}")
+            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in: {', '.join(paths)}"
+                            + (f"; skipped: {skipped_summary(skipped, base)}" if skipped else ""))
         available = sorted(set(n for n in names if n is not None))
         self.class_names = choose_classes(available, classes)
         labels = np.array([self.class_names.index(n) if n in self.class_names else (-1 if n is None else -2)
@@ -399,35 +510,44 @@ class ImageFolder:
         keep = first_per_class(labels, max_per_class)
         keep = keep[labels[keep] != -2]
         readable = self.check_readable([files[i] for i in keep], strict)
+        skipped += [(names[i], UNREADABLE, files[i]) for i in keep[~readable]]
         keep = keep[readable]
         self.files = [files[i] for i in keep]
         self.labels = labels[keep]
-        self.ids = [os.path.relpath(f, os.path.dirname(paths[0].rstrip(os.sep))) for f in self.files]
+        self.ids = [os.path.relpath(f, base) for f in self.files]
         self.id_keys = np.array([stable_hash(i) for i in self.ids], dtype=np.uint64)
+        print(index_summary(paths, self.class_names, self.labels, skipped, base), file=sys.stderr)
 
     @staticmethod
     def find(paths):
-        """(files, class name or None) for each image under the given folders and files."""
-        files, names = [], []
+        """(files, class name or None for each image, skipped) under the given folders and files; skipped
+        holds (class name or None, reason, path) of each file that is not an image and each class folder
+        without images."""
+        files, names, skipped = [], [], []
         for path in paths:
             if os.path.isfile(path):
-                if path.lower().endswith(IMAGE_SUFFIXES):
-                    files.append(path)
-                    names.append(None)
-                continue
-            entries = sorted(os.listdir(path))
-            for sub in (e for e in entries if os.path.isdir(os.path.join(path, e))):
-                images = sorted(f for f in os.listdir(os.path.join(path, sub)) if f.lower().endswith(IMAGE_SUFFIXES))
-                files += [os.path.join(path, sub, f) for f in images]
-                names += [sub] * len(images)
-            for f in (e for e in entries if e.lower().endswith(IMAGE_SUFFIXES)):
-                files.append(os.path.join(path, f))
-                names.append(f.split(".")[0] if f.count(".") >= 2 else None)
-        return files, names
+                loose = [(path, None)]
+            else:
+                entries = sorted(os.listdir(path))
+                for sub in (e for e in entries if os.path.isdir(os.path.join(path, e))):
+                    images, others = walk_folder(os.path.join(path, sub), {os.path.realpath(path)})
+                    files += images
+                    names += [sub] * len(images)
+                    skipped += [(sub, NOT_AN_IMAGE, f) for f in others]
+                    skipped += [] if images else [(sub, EMPTY_CLASS_FOLDER, os.path.join(path, sub))]
+                loose = [(os.path.join(path, e), e.split(".")[0] if e.count(".") >= 2 else None)
+                         for e in entries if not os.path.isdir(os.path.join(path, e))]
+            for file, name in loose:
+                if file.lower().endswith(IMAGE_SUFFIXES):
+                    files.append(file)
+                    names.append(name)
+                else:
+                    skipped.append((None, NOT_AN_IMAGE, file))
+        return files, names, skipped
 
     @staticmethod
     def check_readable(files, strict):
-        """Mask of files that decode; reports the others, or fails on them when strict."""
+        """Mask of files that decode; fails on the others when strict."""
         ok = np.ones(len(files), dtype=bool)
         for n, path in enumerate(tqdm(files, desc="checking images", unit="img", disable=None)):
             try:
@@ -437,11 +557,8 @@ class ImageFolder:
             except Exception:
                 ok[n] = False
         bad = [files[n] for n in np.flatnonzero(~ok)]
-        if bad:
-            listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            if strict:
-                raise UserError(f"{len(bad)} unreadable image(s): {listed}")
-            print(f"warning: skipping {len(bad)} unreadable image(s): {listed}", file=sys.stderr)
+        if bad and strict:
+            raise UserError(f"{len(bad)} unreadable image(s): {first_of(bad, 5)}")
         return ok
 
     def load(self, i):

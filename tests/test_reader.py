@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import png_bytes, quickdraw_records, write_npy, write_tfrecord
 from errors import UserError
-from reader import DataReader
+from reader import DataReader, match_classes
 
 
 # --- QuickDraw .npy
@@ -167,7 +167,8 @@ def test_folder_unreadable_images_skipped_and_reported_or_fatal(kaggle_dir, caps
     open(os.path.join(kaggle_dir, "dog.98.jpg"), "wb").write(full[: len(full) // 2])
     reader = DataReader(kaggle_dir)
     assert len(reader) == 10
-    assert "skipping 2 unreadable image(s)" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"indexed 10 image(s) in {kaggle_dir}: cat 5, dog 5; skipped: "
+                                       "cat 1 unreadable (kaggle/cat.99.jpg), dog 1 unreadable (kaggle/dog.98.jpg)\n")
     with pytest.raises(UserError, match=r"2 unreadable image\(s\): .*cat.99.jpg"):
         DataReader(kaggle_dir, strict=True)
 
@@ -178,6 +179,104 @@ def test_folder_rgba_and_grey_images_become_3_and_1_channels(tmp_path):
     Image.new("L", (8, 6), 7).save(tmp_path / "a" / "y.png")
     reader = DataReader(str(tmp_path))
     assert reader.load(0).shape == (6, 8, 3) and reader.load(1).shape == (6, 8, 1)
+
+
+def test_folder_nested_class_folders_are_indexed_and_one_line_counts_what_was_skipped(tmp_path, capsys):
+    root = tmp_path / "photos"
+    for folder, count in (("cats", 2), ("dogs", 1), ("dogs/sub", 2), ("dogs/sub/deeper", 1)):
+        (root / folder).mkdir(parents=True)
+        for n in range(count):
+            Image.new("RGB", (8, 8), (n, 0, 0)).save(root / folder / f"{n}.jpg")
+    (root / "birds").mkdir()
+    (root / "cats" / "notes.txt").write_text("not an image")
+    (root / "dogs" / "sub" / "broken.png").write_bytes(b"not a png")
+    reader = DataReader(str(root))
+    assert reader.class_names == ["cats", "dogs"]  # an empty folder is no class
+    assert np.bincount(reader.labels).tolist() == [2, 4]
+    dogs = [i for i, label in zip(reader.ids, reader.labels) if label == 1]
+    assert dogs == [os.path.join("photos", "dogs", *path) for path in
+                    (["0.jpg"], ["sub", "0.jpg"], ["sub", "1.jpg"], ["sub", "deeper", "0.jpg"])]
+    assert capsys.readouterr().err == (
+        f"indexed 6 image(s) in {root}: cats 2, dogs 4; skipped: birds empty class folder, "
+        f"cats 1 not an image (notes.txt), dogs 1 unreadable ({os.path.join('photos', 'dogs', 'sub', 'broken.png')})\n")
+
+
+def test_folder_of_photos_as_people_keep_them_is_indexed_completely_and_decoded_right(tmp_path, capsys):
+    root = tmp_path / "photos"
+    cats, dogs, elsewhere = root / "cats", root / "dogs", tmp_path / "elsewhere"
+    for folder in (cats, dogs / "sub", root / "birds", elsewhere):
+        folder.mkdir(parents=True)
+    expected = {}  # id -> (label, the pixel every position should decode to)
+
+    def save(path, image, label, pixel, **options):
+        image.save(path, **options)
+        expected[os.path.relpath(path, tmp_path)] = (label, pixel)
+
+    sixteen_bit = np.full((10, 20), 0x8000, dtype=np.uint16)
+    save(cats / "grey.jpg", Image.new("L", (20, 10), 77), 0, [77])
+    save(cats / "cmyk.jpg", Image.new("CMYK", (20, 10), (0, 255, 255, 0)), 0, [255, 0, 0])
+    save(cats / "deep 16-bit.png", Image.fromarray(sixteen_bit), 0, [128])
+    save(cats / "scan 16-bit.tif", Image.fromarray(sixteen_bit // 2), 0, [64])
+    save(cats / "alpha.png", Image.new("RGBA", (20, 10), (10, 20, 30, 128)), 0, [10, 20, 30])
+    save(cats / "chat été.gif", Image.new("RGB", (20, 10), (0, 0, 255)), 0, [0, 0, 255])
+    save(dogs / "Hund Müller.bmp", Image.new("RGB", (20, 10), (0, 255, 0)), 1, [0, 255, 0])
+    save(dogs / "PHOTO 1.JPEG", Image.new("RGB", (20, 10), (200, 100, 50)), 1, [200, 100, 50])
+    save(dogs / "web.webp", Image.new("RGB", (20, 10), (1, 2, 3)), 1, [1, 2, 3], lossless=True)
+    save(dogs / "sub" / "puppy 1.png", Image.new("RGB", (20, 10), (9, 9, 9)), 1, [9, 9, 9])
+    Image.new("RGB", (20, 10), (60, 70, 80)).save(elsewhere / "linked.jpg")
+    os.symlink(elsewhere, dogs / "linked")  # a linked folder is followed ...
+    expected[os.path.join("photos", "dogs", "linked", "linked.jpg")] = (1, [60, 70, 80])
+    os.symlink("..", dogs / "sub" / "loop")  # ... and a link back up the tree is not a loop
+    (cats / "notes.txt").write_text("not an image")
+    (root / "README.md").write_text("the photos")
+    whole = (dogs / "PHOTO 1.JPEG").read_bytes()
+    (dogs / "broken.jpg").write_bytes(whole[: len(whole) // 2])
+
+    reader = DataReader(str(root))
+    assert reader.class_names == ["cats", "dogs"]
+    assert sorted(reader.ids) == sorted(expected)
+    for i, item in enumerate(reader.ids):
+        label, pixel = expected[item]
+        image = reader.load(i)
+        assert reader.labels[i] == label, item
+        assert image.dtype == np.uint8 and image.shape == (10, 20, len(pixel)), item
+        assert np.abs(image.astype(int) - pixel).max() <= 3, (item, image[0, 0])  # JPEG: nearly exact
+    assert capsys.readouterr().err == (
+        f"indexed 11 image(s) in {root}: cats 6, dogs 5; skipped: (no class) 1 not an image (README.md), "
+        f"birds empty class folder, cats 1 not an image (notes.txt), "
+        f"dogs 1 unreadable ({os.path.join('photos', 'dogs', 'broken.jpg')})\n")
+
+
+def test_class_names_match_exactly_then_ignoring_case_then_singular_or_plural(capsys):
+    assert match_classes(["cat", "dog"], ["cat", "dog"]) == {"cat": "cat", "dog": "dog"}
+    assert capsys.readouterr().out == ""  # the same names: nothing to say
+    data = ["Boxes", "buses", "puppies", "glasses", "cat", "fish"]
+    assert match_classes(data, ["box", "bus", "puppy", "glass", "cat"]) == {
+        "Boxes": "box", "buses": "bus", "puppies": "puppy", "glasses": "glass", "cat": "cat"}
+    assert capsys.readouterr().out == ("classes matched: Boxes -> box, buses -> bus, puppies -> puppy, "
+                                       "glasses -> glass (and 1 by the same name)\n")
+    assert match_classes(["cat", "Cats"], ["cat"]) == {"cat": "cat"}  # a looser match takes no taken class
+    assert match_classes(["0", "1"], ["cat", "dog"]) == {"0": "cat", "1": "dog"}  # classes named by index
+    # overrides settle the rest, several onto one class if asked
+    assert match_classes(["kitten", "cats", "wolves"], ["cat", "dog"], {"kitten": "cat", "wolves": "dog"}) == {
+        "kitten": "cat", "cats": "cat", "wolves": "dog"}
+    assert capsys.readouterr().out.splitlines()[-1] == "classes matched: kitten -> cat, cats -> cat, wolves -> dog"
+    with pytest.raises(UserError, match=r"match more than one way \(Cat -> cat, CAT -> cat\).*--class_map"):
+        match_classes(["Cat", "CAT"], ["cat"])
+    with pytest.raises(UserError, match="--class_map: 'lions' is not a class of the data; it has: cats"):
+        match_classes(["cats"], ["cat"], {"lions": "cat"})
+    with pytest.raises(UserError, match="--class_map: 'wolf' is not a class of the run; it has: cat, dog"):
+        match_classes(["cats"], ["cat", "dog"], {"cats": "wolf"})
+
+
+def test_a_class_selection_finds_its_folder_by_case_and_plural(image_tree, capsys):
+    reader = DataReader(image_tree, classes=["Dog", "cat"])  # e.g. a run's classes, for its --val_data
+    assert reader.class_names == ["dogs", "cats"]
+    assert {item.split(os.sep)[1] for item in np.array(reader.ids)[reader.labels == 0]} == {"dogs"}
+    assert np.bincount(reader.labels).tolist() == [6, 6]
+    assert capsys.readouterr().out == "classes matched: cats -> cat, dogs -> Dog\n"
+    with pytest.raises(UserError, match="unknown class bird; the source has: cats, dogs"):
+        DataReader(image_tree, classes=["cat", "bird"])
 
 
 # --- format choice and bad input
