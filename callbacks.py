@@ -110,6 +110,12 @@ def read_backup(run_dir):
     return json.loads(storage.read_text(path)) if storage.isfile(path) else None
 
 
+def epochs_done(run_dir):
+    """How many epochs the run's backup holds: 0 before the first finished one."""
+    state = read_backup(run_dir)
+    return state["epochs_done"] if state else 0
+
+
 def restore(model, run_dir):
     """Load the backed-up weights and optimizer state into a compiled model; returns the epochs done."""
     state = read_backup(run_dir)

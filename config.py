@@ -26,6 +26,7 @@ MODELS = {
     "quickdraw_cnn": construct_of("quickdraw_cnn"),
     "mobilenet_v1": construct_of("mobilenet_v1"),
     "mobilenet_v2": construct_of("mobilenet_v2"),
+    "photo_cnn": construct_of("photo_cnn"),
     "logistic": construct_of("logistic"),
 }
 
@@ -61,6 +62,10 @@ DEFAULTS = {
     "batch_size": 128,
     "learning_rate": 1e-3,
     "lr_schedule": "cosine",
+    "weight_decay": 0.0,
+    "from_ckpt": None,
+    "freeze_epochs": 0,
+    "unfreeze_lr_factor": 0.1,
     "optimizer": "adam",
     "loss": "crossentropy",
     "jitter": False,
@@ -70,6 +75,7 @@ DEFAULTS = {
     "workers": 1,
     "use_multiprocessing": False,
     "mixed_precision": False,
+    "cache_mb": 1024,
 }
 
 CONFIG_FILE = "config.json"

@@ -11,7 +11,9 @@ import shutil
 import sys
 import tempfile
 
+import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import keras
+import numpy as np
 
 import callbacks
 import config
@@ -19,9 +21,10 @@ import distribute
 import doodles
 import plots
 import storage
+import transfer
 from datagen import open_run_data, run_batches
-from errors import (ArgumentParser, UserError, image_size, json_object, non_negative_int, positive_float, positive_int,
-                    ratio, reports_user_errors)
+from errors import (ArgumentParser, UserError, image_size, json_object, non_negative_float, non_negative_int,
+                    positive_float, positive_int, ratio, reports_user_errors)
 from reader import FORMATS
 
 
@@ -38,7 +41,14 @@ def parse_args(argv=None):
     p.add_argument("--save_to", help=f"run folder to write (default: {d['save_to']})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_to")
-    p.add_argument("--from_ckpt", help="start from the weights of this .keras/.weights.h5 file")
+    p.add_argument("--from_ckpt", type=storage.absolute,
+                   help="start from a run folder's best.keras or a .keras/.h5 model: every layer whose name and "
+                        "weight shapes match (so another class count is fine); or a .weights.h5 of the same model")
+    p.add_argument("--freeze_epochs", type=non_negative_int,
+                   help="train only the output layer for this many epochs, then every layer at "
+                        f"--unfreeze_lr_factor times the learning rate (default: {d['freeze_epochs']})")
+    p.add_argument("--unfreeze_lr_factor", type=ratio,
+                   help=f"learning rate factor once the base is unfrozen (default: {d['unfreeze_lr_factor']})")
     p.add_argument("--model", choices=list(config.MODELS), help=f"model to train (default: {d['model']})")
     p.add_argument("--model_kwargs", type=json_object, help="extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'")
     p.add_argument("--input_size", type=image_size, help="model input H,W (default: 28,28)")
@@ -46,6 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--num_epochs", type=positive_int, help=f"epochs to train (default: {d['num_epochs']})")
     p.add_argument("--batch_size", type=positive_int, help=f"batch size (default: {d['batch_size']})")
     p.add_argument("--learning_rate", type=positive_float, help=f"learning rate (default: {d['learning_rate']})")
+    p.add_argument("--weight_decay", type=non_negative_float,
+                   help=f"decoupled weight decay per step, times the learning rate; 0 = none (default: "
+                        f"{d['weight_decay']})")
     p.add_argument("--lr_schedule", choices=config.SCHEDULES,
                    help=f"learning rate over the run (default: {d['lr_schedule']})")
     p.add_argument("--optimizer", choices=list(config.OPTIMIZERS), help=f"optimizer (default: {d['optimizer']})")
@@ -56,6 +69,8 @@ def parse_args(argv=None):
                    help=f"how many per-epoch checkpoints to keep (default: {d['keep_checkpoints']})")
     p.add_argument("--seed", type=int, help=f"seed of the split, shuffling and jitter (default: {d['seed']})")
     p.add_argument("--workers", type=positive_int, help="parallel batch loaders (default: 1)")
+    p.add_argument("--cache_mb", type=non_negative_int,
+                   help=f"memory for prepared images, per split; 0 = decode every epoch (default: {d['cache_mb']})")
     p.add_argument("--use_multiprocessing", action=argparse.BooleanOptionalAction,
                    help="load batches in processes rather than threads")
     p.add_argument("--mixed_precision", action=argparse.BooleanOptionalAction,
@@ -87,10 +102,13 @@ def settings_from(args):
     if args.resume:
         settings = config.read(args.save_to)
         settings["num_epochs"] = args.num_epochs or settings["num_epochs"]
-        return settings
-    settings = dict(config.DEFAULTS)
-    settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
-    settings["save_to"] = args.save_to or settings["save_to"]
+    else:
+        settings = dict(config.DEFAULTS)
+        settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+        settings["save_to"] = args.save_to or settings["save_to"]
+    if settings.get("freeze_epochs", 0) > settings["num_epochs"]:
+        raise UserError(f"--freeze_epochs {settings['freeze_epochs']} is more than --num_epochs "
+                        f"{settings['num_epochs']}: freeze at most as many epochs as the run trains")
     return settings
 
 
@@ -119,19 +137,42 @@ def write_sample_if_default(settings):
         print(f"wrote the synthetic doodle sample to {config.SAMPLE_DATA}")
 
 
-def compiled_model(settings, steps_per_epoch, from_ckpt=None):
-    model = config.build_model(settings)
-    if from_ckpt:
-        try:
-            model.load_weights(from_ckpt)
-        except Exception as error:
-            raise UserError(f"cannot load weights from {from_ckpt} into {settings['model']}: {error}") from None
-    learning_rate = settings["learning_rate"]
+def make_optimizer(settings, steps_per_epoch, unfrozen=False):
+    """The optimizer of the whole run or, with --freeze_epochs, of the frozen epochs; `unfrozen`: of the epochs
+    after them, at --unfreeze_lr_factor times the learning rate. A cosine schedule decays over its own epochs."""
+    freeze_epochs = settings.get("freeze_epochs", 0)
+    learning_rate, epochs = settings["learning_rate"], freeze_epochs or settings["num_epochs"]
+    if unfrozen:
+        learning_rate *= settings["unfreeze_lr_factor"]
+        epochs = settings["num_epochs"] - freeze_epochs
     if settings.get("lr_schedule", "constant") == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, settings["num_epochs"] * steps_per_epoch)
-    optimizer = config.OPTIMIZERS[settings["optimizer"]](learning_rate=learning_rate)
-    model.compile(optimizer=optimizer, loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+    # Keras applies weight decay decoupled from the gradient (Adam with it is AdamW); 0 means none.
+    return config.OPTIMIZERS[settings["optimizer"]](learning_rate=learning_rate,
+                                                    weight_decay=settings.get("weight_decay") or None)
+
+
+def compiled_model(settings, steps_per_epoch, epochs_done=0):
+    """The model as it trains after `epochs_done` epochs (what a backup of them restores into): a new run starts
+    from --from_ckpt; during --freeze_epochs the base is frozen; each phase has its own optimizer."""
+    model = config.build_model(settings)
+    if settings.get("from_ckpt") and not epochs_done:  # a resumed run's weights come from its backup
+        transfer.load_checkpoint(model, settings["from_ckpt"])
+    frozen = transfer.frozen_at(settings, epochs_done)
+    if frozen:
+        transfer.freeze_base(model)
+    unfrozen = settings.get("freeze_epochs", 0) > 0 and not frozen
+    model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen),
+                  loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
     return model
+
+
+def unfreezing(settings, steps_per_epoch):
+    """The callback that unfreezes the base after --freeze_epochs, when the run goes on past them."""
+    freeze_epochs = settings.get("freeze_epochs", 0)
+    if not 0 < freeze_epochs < settings["num_epochs"]:
+        return []
+    return [transfer.UnfreezeBase(freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True))]
 
 
 def trim_history(run_dir, epochs):
@@ -139,6 +180,27 @@ def trim_history(run_dir, epochs):
     rows = [row for row in callbacks.read_history(run_dir) if int(row["epoch"]) < epochs]
     callbacks.write_history(run_dir, rows)
     return rows
+
+
+NOTHING_LEARNED_MARGIN = 0.02  # validation accuracy this close to always guessing one class is no result
+
+
+def nothing_learned(model, val_gen, best_accuracy, single_process=True):
+    """Why the run looks like it learned nothing, or None: a classifier that always answers the commonest
+    class scores its share, so a best validation accuracy near that share, or one answer for every
+    validation item, means the features carry no class information yet. (Predicting is collective across
+    processes, so a multi-process run checks the accuracy only.)"""
+    counts = np.bincount(val_gen.reader.labels[val_gen.indices], minlength=model.output_shape[-1])
+    guess_share = counts.max() / counts.sum()
+    if best_accuracy <= guess_share + NOTHING_LEARNED_MARGIN:
+        return (f"best val_accuracy {best_accuracy:.4f} is no better than always answering the commonest "
+                f"class ({guess_share:.4f})")
+    if not single_process:
+        return None
+    answers = np.unique(np.argmax(model.predict(val_gen, verbose=0), axis=-1))
+    if len(answers) == 1:
+        return f"the final model answers '{val_gen.reader.class_names[answers[0]]}' for every validation item"
+    return None
 
 
 @reports_user_errors
@@ -163,14 +225,15 @@ def main(argv=None):
     settings["dtype_policy"] = dtype_policy(settings.get("mixed_precision", False))
     keras.mixed_precision.set_global_policy(settings["dtype_policy"])
     keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model
-    model = compiled_model(settings, len(train_gen), args.from_ckpt)
+    done = callbacks.epochs_done(run_dir) if args.resume else 0
+    model = compiled_model(settings, len(train_gen), done)
     print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
           f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
           + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))
 
-    best_so_far, done = None, 0
+    best_so_far = None
     if args.resume:
-        done = callbacks.restore(model, run_dir)
+        callbacks.restore(model, run_dir)
         if cluster.is_chief:
             history = trim_history(run_dir, done)
             best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
@@ -181,10 +244,13 @@ def main(argv=None):
 
     # Saving a distributed model is collective: every process saves, but only process 0 into the run folder.
     writes_to = run_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"process{cluster.process_id}-")
-    model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
+    # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
+    # Python's global random state, which a resumed run does not share with the run it continues.
+    model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done, shuffle=False,
               verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
-              callbacks=callbacks.get(writes_to, [train_gen, val_gen], settings["keep_checkpoints"],
-                                      settings["early_stopping"], best_so_far))
+              callbacks=unfreezing(settings, len(train_gen)) + callbacks.get(
+                  writes_to, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
+                  best_so_far))
     if not cluster.is_chief:
         shutil.rmtree(writes_to)
         print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")
@@ -194,6 +260,11 @@ def main(argv=None):
     best = max(history, key=lambda row: float(row["val_accuracy"]))
     print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
           f"{len(history)} epochs run; run folder: {run_dir}")
+    problem = nothing_learned(model, val_gen, float(best["val_accuracy"]), cluster.num_processes == 1)
+    if problem:
+        print(f"warning: this run learned nothing: {problem}. Likely causes: too few steps (more epochs or a "
+              f"smaller --batch_size), a --learning_rate too high or too low, BatchNorm statistics that lag "
+              f"(momentum near 1 on a small data set), or labels that do not match the images", file=sys.stderr)
     return model
 
 

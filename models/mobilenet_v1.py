@@ -2,25 +2,22 @@
 
 Pick it when images are larger than drawings and you want the fastest model that compiles entirely for
 the Edge TPU: it is only 3x3 depthwise + 1x1 convolutions with ReLU6. `alpha` trades accuracy for
-size and speed (0.25, 0.5, 0.75, 1.0). There is no internet here, so ImageNet weights are never
-downloaded: pass a local weights file (for example Keras' `mobilenet_1_0_224_tf_no_top.h5`) to start
-from pretrained features; otherwise the network is trained from scratch.
+size and speed (0.25, 0.5, 0.75, 1.0). `weights="imagenet"` starts from Keras' ImageNet features
+(3 channels; Keras downloads them once into ~/.keras/models/), a path starts from a local weights file,
+and None (the default) trains from scratch.
 """
 
 import keras
 
 try:
-    from models.pretrained_head import classifier, local_weights
+    from models.pretrained_head import backbone, classifier
 except ModuleNotFoundError:  # run as a script, `python models/mobilenet_xx.py`: models/ itself is on the path
-    from pretrained_head import classifier, local_weights
-
-WEIGHTS_EXAMPLE = "mobilenet_1_0_224_tf_no_top.h5"
+    from pretrained_head import backbone, classifier
 
 
-def construct(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2):
+def construct(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2, bn_momentum=0.9):
     """Build MobileNet v1 on raw 0-255 pixels, with a pooled softmax head for `num_classes`."""
-    base = keras.applications.MobileNet(input_shape=tuple(input_shape), alpha=alpha, include_top=False,
-                                  weights=local_weights(weights, WEIGHTS_EXAMPLE))
+    base = backbone(keras.applications.MobileNet, input_shape, alpha, weights, bn_momentum)
     return classifier(base, input_shape, num_classes, dropout, name="mobilenet_v1")
 
 

@@ -2,25 +2,21 @@
 
 Pick it as the default for photos: inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1 project,
 residual add) with ReLU6 all run on the Edge TPU. `alpha` scales the width (0.35, 0.5, 0.75, 1.0, 1.3,
-1.4). There is no internet here, so ImageNet weights are never downloaded: pass a local weights file
-(for example Keras' `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5`) to start from
-pretrained features; otherwise the network is trained from scratch.
+1.4). `weights="imagenet"` starts from Keras' ImageNet features (3 channels; Keras downloads them once
+into ~/.keras/models/), a path starts from a local weights file, and None (the default) trains from scratch.
 """
 
 import keras
 
 try:
-    from models.pretrained_head import classifier, local_weights
+    from models.pretrained_head import backbone, classifier
 except ModuleNotFoundError:  # run as a script, `python models/mobilenet_xx.py`: models/ itself is on the path
-    from pretrained_head import classifier, local_weights
-
-WEIGHTS_EXAMPLE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    from pretrained_head import backbone, classifier
 
 
-def construct(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2):
+def construct(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2, bn_momentum=0.9):
     """Build MobileNet v2 on raw 0-255 pixels, with a pooled softmax head for `num_classes`."""
-    base = keras.applications.MobileNetV2(input_shape=tuple(input_shape), alpha=alpha, include_top=False,
-                                    weights=local_weights(weights, WEIGHTS_EXAMPLE))
+    base = backbone(keras.applications.MobileNetV2, input_shape, alpha, weights, bn_momentum)
     return classifier(base, input_shape, num_classes, dropout, name="mobilenet_v2")
 
 

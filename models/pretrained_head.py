@@ -1,23 +1,59 @@
-"""What the models built on a Keras application (MobileNet v1/v2) share: local weights only, and the head.
+"""What the models built on a Keras application (MobileNet v1/v2) share: the base with its weights, and the head.
 
 A new model on another Keras application backbone needs only its own construct() calling these two.
 """
+import contextlib
 import os
 
 import keras
 from keras import layers
+# Keras applications fetch their ImageNet weights through this module's get_file; watching that one call
+# is how a failed download can name the exact file Keras wanted without recomputing its name here.
+from keras.src.utils import file_utils
 
 
-def local_weights(weights, example):
-    """None or an existing local file; Keras would otherwise try to download ImageNet weights and fail here."""
-    if weights is None:
-        return None
-    if str(weights).lower() == "imagenet":
-        raise ValueError(f"weights='imagenet' needs a download, and this template never downloads anything: "
-                         f"pass the path of a local weights file (e.g. {example}) or None")
+def checked_weights(weights):
+    """None, "imagenet" (Keras downloads and caches the file) or an existing local weights file."""
+    if weights in (None, "imagenet"):
+        return weights
     if not os.path.isfile(weights):
-        raise ValueError(f"weights file not found: {weights!r} (pass an existing local file or None)")
+        raise ValueError(f"weights file not found: {weights!r} (pass 'imagenet', an existing local file or None)")
     return str(weights)
+
+
+@contextlib.contextmanager
+def download_failure_names_the_file():
+    """While Keras builds an application: a failed weights download becomes one ValueError naming the file
+    and where to put it by hand (build_model reports ValueErrors as one `error:` line)."""
+    get_file = file_utils.get_file
+
+    def get_file_or_explain(fname=None, origin=None, **kwargs):
+        try:
+            return get_file(fname, origin, **kwargs)
+        except Exception as error:
+            raise ValueError(f"cannot download the ImageNet weights {fname} ({error}): put {fname} into "
+                             f"~/.keras/models/ ($KERAS_HOME/models/ when KERAS_HOME is set), or pass the path of a "
+                             f"local weights file as weights") from None
+
+    file_utils.get_file = get_file_or_explain
+    try:
+        yield
+    finally:
+        file_utils.get_file = get_file
+
+
+def backbone(application, input_shape, alpha, weights, bn_momentum):
+    """The application without its top, on `weights`, with BatchNorm momentum `bn_momentum`.
+
+    Keras builds MobileNet v2's BatchNorm with momentum 0.999 (v1: 0.99): with tens of steps per epoch the
+    moving statistics never catch up, and validation predicts one class. 0.9 catches up within an epoch."""
+    with download_failure_names_the_file():
+        base = application(input_shape=tuple(input_shape), alpha=alpha, include_top=False,
+                           weights=checked_weights(weights))
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
+    return base
 
 
 def classifier(base, input_shape, num_classes, dropout, name):

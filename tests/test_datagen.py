@@ -153,3 +153,44 @@ def test_image_generator_yields_single_unjittered_input_images(big_npy):
 def test_bad_generator_arguments(big_npy, kwargs, message):
     with pytest.raises(UserError, match=message):
         BatchGenerator(big_npy, **kwargs)
+
+
+# --- cache of prepared images
+
+class CountingReader:
+    """A reader that counts the images it is asked to load."""
+
+    def __init__(self, reader):
+        self.reader, self.loaded = reader, 0
+        self.labels, self.id_keys = reader.labels, reader.id_keys
+
+    def __len__(self):
+        return len(self.reader)
+
+    def load_many(self, indices):
+        self.loaded += len(indices)
+        return self.reader.load_many(indices)
+
+
+def test_cached_batches_equal_uncached_and_each_item_is_loaded_once(big_npy):
+    counting = CountingReader(big_npy)
+    cached = BatchGenerator(counting, "train", batch_size=500, input_size=(32, 32), jitter=True, seed=2, cache_mb=64)
+    plain = BatchGenerator(big_npy, "train", batch_size=500, input_size=(32, 32), jitter=True, seed=2)
+    for epoch in (0, 1):
+        cached.epoch = plain.epoch = epoch
+        for index in range(len(plain)):
+            for mine, theirs in zip(cached[index], plain[index]):
+                assert np.array_equal(mine, theirs)
+    assert counting.loaded == len(cached.indices)  # two epochs, one load per item
+
+
+def test_cache_stops_at_its_budget(big_npy):
+    counting = CountingReader(big_npy)
+    generator = BatchGenerator(counting, "val", batch_size=100, input_size=(64, 64), cache_mb=1)
+    batches = range(4)
+    first = [generator[i][0] for i in batches]
+    assert counting.loaded == 400
+    again = [generator[i][0] for i in batches]
+    assert len(generator.cache) == 2 ** 20 // (64 * 64)  # 256 images of 4 KiB fill 1 MiB; the rest stay out
+    assert counting.loaded == 400 + 400 - 256
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))

@@ -1,5 +1,6 @@
 """Every model file keeps the model contract (DESIGN.md): raw 0-255 pixels in, softmax out, trainable,
-Edge TPU friendly, saved and reloaded as .keras without loss, and never downloading weights.
+Edge TPU friendly, saved and reloaded as .keras without loss; the MobileNets load a local weights file exactly
+and keep BatchNorm statistics that catch up on small data sets.
 
 Models run eagerly here: tracing a MobileNet training graph costs tens of seconds on a small CPU,
 while one eager step takes about one.
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from models import logistic, mobilenet_v1, mobilenet_v2, quickdraw_cnn
+from models import logistic, mobilenet_v1, mobilenet_v2, photo_cnn, quickdraw_cnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
@@ -20,6 +21,7 @@ NUM_CLASSES = 5
 CASES = [
     ("quickdraw_cnn", quickdraw_cnn, (28, 28, 1), {}),
     ("logistic", logistic, (28, 28, 1), {}),
+    ("photo_cnn", photo_cnn, (32, 32, 3), {"stem": 8, "filters": (8, 16)}),
     ("mobilenet_v1-rgb", mobilenet_v1, (32, 32, 3), {"alpha": 0.25}),
     ("mobilenet_v1-grey", mobilenet_v1, (32, 32, 1), {"alpha": 0.25}),
     ("mobilenet_v2-rgb", mobilenet_v2, (32, 32, 3), {"alpha": 0.25}),
@@ -135,10 +137,8 @@ def test_save_and_reload_keep_predictions(case, tmp_path):
 
 
 @pytest.mark.parametrize("module", MOBILENETS, ids=lambda m: m.__name__)
-def test_mobilenet_never_downloads(module, tmp_path):
-    with pytest.raises(ValueError, match="download.*local weights file"):
-        module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25, weights="imagenet")
-    with pytest.raises(ValueError, match="not found"):
+def test_mobilenet_refuses_a_missing_weights_file(module, tmp_path):
+    with pytest.raises(ValueError, match="weights file not found: .*missing.h5.*'imagenet', an existing local file"):
         module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25, weights=str(tmp_path / "missing.h5"))
 
 
@@ -162,7 +162,30 @@ def test_mobilenet_loads_local_weights_file(module, file_name, tmp_path):
         np.testing.assert_array_equal(mine, theirs)
 
 
-@pytest.mark.parametrize("name", ["quickdraw_cnn", "logistic", "mobilenet_v1", "mobilenet_v2"])
+def batch_norms(model):
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("module", MOBILENETS, ids=lambda m: m.__name__)
+def test_mobilenet_batchnorm_momentum_is_set_kept_and_used(module, tmp_path):
+    model = module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25)
+    assert batch_norms(model) and {layer.momentum for layer in batch_norms(model)} == {0.9}  # Keras: 0.999 / 0.99
+    model.save(str(tmp_path / "model.keras"))
+    reloaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    assert {layer.momentum for layer in batch_norms(reloaded)} == {0.9}
+
+    base = base_of(module.construct((32, 32, 3), NUM_CLASSES, alpha=0.25, bn_momentum=0.5))
+    first = batch_norms(base)[0]
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, 32, 32, 3)).astype("float32")
+    batch_mean = keras.ops.convert_to_numpy(keras.Model(base.input, first.input)(x)).mean(axis=(0, 1, 2))
+    before = keras.ops.convert_to_numpy(first.moving_mean)
+    base(x, training=True)
+    # One training step moves the statistics (1 - momentum) of the way to the batch's.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first.moving_mean), 0.5 * before + 0.5 * batch_mean,
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["quickdraw_cnn", "photo_cnn", "logistic", "mobilenet_v1", "mobilenet_v2"])
 def test_running_the_file_prints_a_summary(name, capsys):
     runpy.run_path(os.path.join(ROOT, "models", f"{name}.py"), run_name="__main__")
     assert "Total params" in capsys.readouterr().out

@@ -19,6 +19,7 @@ from conftest import ROOT, exit_code, quickdraw_records, write_npy, write_tfreco
 from errors import UserError
 
 SMALL = {"quickdraw_cnn": ["--input_size", "28,28"], "logistic": ["--input_size", "28,28"],
+         "photo_cnn": ["--input_size", "32,32", "--model_kwargs", '{"stem": 8, "filters": [8, 16]}'],
          "mobilenet_v1": ["--input_size", "32,32", "--model_kwargs", '{"alpha": 0.25}'],
          "mobilenet_v2": ["--input_size", "32,32", "--model_kwargs", '{"alpha": 0.35}']}
 
@@ -55,8 +56,24 @@ def test_training_learns_above_chance_and_reports_one_summary_line(tiny_npy, tmp
                       "--batch_size", "8", "--learning_rate", "0.01"]) == 0
     best = max(float(row["val_accuracy"]) for row in history(run_dir))
     assert best > 0.8  # three classes: chance is 0.33
-    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    out, err = capsys.readouterr()
+    summary = out.strip().splitlines()[-1]
     assert summary.startswith(f"best val_accuracy {best:.4f}") and f"8 epochs run; run folder: {run_dir}" in summary
+    assert "learned nothing" not in out + err
+
+
+def test_a_run_that_learns_nothing_ends_with_a_warning_not_an_error(tmp_path, capsys):
+    blank = tmp_path / "blank"  # two classes of identical empty drawings: nothing to tell them apart
+    blank.mkdir()
+    for name in ("apple", "bicycle"):
+        np.save(blank / f"{name}.npy", np.zeros((40, 784), np.uint8))
+    run_dir = str(tmp_path / "run")
+    assert exit_code(train.main, ["--data", str(blank), "--save_to", run_dir, "--model", "logistic",
+                                  "--num_epochs", "2", "--batch_size", "16"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "learned nothing" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: this run learned nothing: ")
+    assert "commonest class" in warning[0] and "Likely causes" in warning[0]
+    assert os.path.isfile(os.path.join(run_dir, "best.keras"))  # the run itself is kept
 
 
 def test_config_json_holds_what_rebuilds_the_run(tiny_npy, tmp_path):
@@ -236,3 +253,16 @@ def test_backup_restores_weights_and_optimizer_state(tmp_path):
     for mine, theirs in zip(fresh.optimizer.variables, trained.optimizer.variables):
         assert np.allclose(np.asarray(mine), np.asarray(theirs))
     assert sorted(os.listdir(tmp_path / "backup")) == ["epoch_002.weights.h5", "state.json"]
+
+
+def test_a_model_with_one_answer_for_everything_is_flagged_even_with_a_good_best_epoch(tiny_npy):
+    from datagen import BatchGenerator
+    from models import logistic
+    from reader import DataReader
+    model = logistic.construct((28, 28, 1), 3)
+    kernel, _ = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([np.zeros_like(kernel), np.array([0.0, 5.0, 0.0], np.float32)])
+    val_gen = BatchGenerator(DataReader(tiny_npy), "val", batch_size=16)
+    assert train.nothing_learned(model, val_gen, 0.9) == \
+        "the final model answers 'bicycle' for every validation item"
+    assert train.nothing_learned(model, val_gen, 0.9, single_process=False) is None
