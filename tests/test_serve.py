@@ -1,0 +1,285 @@
+"""serve.py: TF Serving REST answers for b64 and pixel instances equal predict.py's, every bad input is a JSON 4xx
+while the server keeps serving, concurrent requests are answered right, and bad flags are one-line errors."""
+import base64
+import csv
+import http.client
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict
+from conftest import ROOT, drawing, png_bytes, run_cli
+from test_evaluate import CLASSES, build_run
+
+for requirement in ("starlette", "uvicorn"):
+    pytest.importorskip(requirement, reason="serve.py's requirements are not installed: "
+                                            "pip install -r requirements-serve.txt")
+import serve  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning"),
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
+]
+
+LIMITS = {"max_request_bytes": 200_000, "max_instances": 4, "max_image_pixels": 250_000}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    return build_run(str(tmp_path_factory.getbasetemp() / "tiny_deployed_run"))  # shared with test_predict
+
+
+class Server:
+    """serve.py in its own process on a free localhost port, with small request limits."""
+
+    def __init__(self, model_dir, *flags):
+        limits = [f"--{flag}={value}" for flag, value in LIMITS.items()]
+        self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), "--model_dir", model_dir,
+                                         "--port", "0", *limits, *flags], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(180, self.process.kill)  # never let a stuck start hang the test run
+        watchdog.start()
+        self.banner = self.process.stdout.readline()
+        watchdog.cancel()
+        assert "http://127.0.0.1:" in self.banner, self.process.stderr.read()  # localhost unless told otherwise
+        self.port = int(self.banner.split("http://127.0.0.1:")[1].split("/")[0])
+        self.name = os.path.basename(model_dir)
+
+    def request(self, method, path, body=None, headers=None):
+        """(status, parsed JSON body, response headers)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read()), dict(response.getheaders())
+        finally:
+            connection.close()
+
+    def predict(self, instances):
+        """The probabilities for a list of instances; any refusal fails the test with the server's message."""
+        body = json.dumps({"instances": instances})
+        status, answer, _ = self.request("POST", f"/v1/models/{self.name}:predict", body)
+        assert status == 200, answer
+        return np.array(answer["predictions"], dtype=np.float32)
+
+    def is_serving(self):
+        return self.request("GET", f"/v1/models/{self.name}")[0] == 200 and self.process.poll() is None
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    running = Server(tiny_run[1])
+    yield running
+    running.stop()
+
+
+def b64(data):
+    return {"b64": base64.b64encode(data).decode()}
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """Images of the tiny model's classes at other sizes and colours, as a user would send them."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(5)
+    Image.fromarray(drawing(rng, 0)).save(folder / "a.png")
+    Image.fromarray(drawing(rng, 1, side=56)).save(folder / "b.png")  # grey, twice the model's size
+    Image.fromarray(np.stack([drawing(rng, 2, side=40)] * 3, axis=2)).save(folder / "c.jpg")  # colour JPEG
+    return [str(folder / name) for name in ("a.png", "b.png", "c.jpg")]
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_status_and_metadata_in_tf_serving_form_with_class_names(server):
+    status, answer, _ = server.request("GET", f"/v1/models/{server.name}")
+    assert status == 200 and answer["model_version_status"][0]["state"] == "AVAILABLE"
+    status, answer, _ = server.request("GET", f"/v1/models/{server.name}/metadata")
+    assert status == 200 and answer["model_spec"]["name"] == server.name
+    signature = answer["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    images = signature["inputs"]["images"]
+    assert images["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in images["tensor_shape"]["dim"]] == ["-1", "28", "28", "1"]
+    assert [d["size"] for d in signature["outputs"]["probabilities"]["tensor_shape"]["dim"]] == ["-1", "3"]
+    assert answer["metadata"]["class_names"] == CLASSES and answer["metadata"]["input_shape"] == [28, 28, 1]
+    assert answer["metadata"]["kind"] == "tflite" and answer["metadata"]["model_file"] == "model.tflite"
+
+
+def test_b64_and_pixel_instances_of_one_image_get_the_same_probabilities(server):
+    image = drawing(np.random.default_rng(9), 1)
+    probabilities = server.predict([b64(png_bytes(image)), image[:, :, None].tolist()])
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_array_equal(probabilities[0], probabilities[1])
+    assert abs(probabilities[0].sum() - 1) < 0.02 and probabilities[0].argmax() == 1  # the int8 model's output
+
+
+def predict_py_rows(args, files, tmp_path, capsys):
+    """predict.py's CSV rows (class, name, prob for every class, best first) for the files."""
+    output = str(tmp_path / "predictions.csv")
+    code, _, err = run_cli(predict.main, [*args, "--data", *files, "--output_file", output, "--top_k", "3"], capsys)
+    assert code == 0, err
+    with open(output, newline="") as f:
+        return {row[0]: row[1:] for row in list(csv.reader(f))[1:]}
+
+
+def as_csv_row(probabilities):
+    """A served probability vector in predict.py's CSV form."""
+    _, body = predict.rows(["x"], probabilities[None], CLASSES, len(CLASSES))
+    return [str(value) for value in body[0][1:]]
+
+
+def test_served_answers_equal_predict_py_for_the_same_files(server, tiny_run, image_files, tmp_path, capsys):
+    expected = predict_py_rows(["--model_file", os.path.join(tiny_run[1], "model.tflite")], image_files, tmp_path,
+                               capsys)
+    served = server.predict([b64(read_bytes(path)) for path in image_files])
+    for path, probabilities in zip(image_files, served):
+        assert as_csv_row(probabilities) == expected[os.path.basename(path)]
+    assert [row[1] for row in expected.values()] == CLASSES  # each image is its own class: a real comparison
+
+
+def test_a_run_folder_serves_its_best_keras_as_predict_py_answers(tiny_run, image_files, tmp_path, capsys):
+    run_dir = tiny_run[0]
+    expected = predict_py_rows(["--read_from", run_dir], image_files, tmp_path, capsys)
+    keras_server = Server(run_dir, "--model_copies", "1")
+    try:
+        assert "serving keras model" in keras_server.banner and "best.keras" in keras_server.banner
+        served = keras_server.predict([b64(read_bytes(path)) for path in image_files])
+    finally:
+        keras_server.stop()
+    for path, probabilities in zip(image_files, served):
+        assert as_csv_row(probabilities) == expected[os.path.basename(path)]
+
+
+def test_concurrent_requests_each_get_their_own_answer(server):
+    rng = np.random.default_rng(11)
+    images = [drawing(rng, n % 3) for n in range(24)]
+    alone = [server.predict([b64(png_bytes(image))])[0] for image in images]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda image: server.predict([b64(png_bytes(image))])[0], images))
+    for one, other in zip(alone, together):
+        np.testing.assert_array_equal(one, other)
+
+
+def big_png():
+    return png_bytes(np.zeros((600, 600), np.uint8))  # 360,000 pixels, a few kB as a PNG
+
+
+def png_header(width, height):
+    """The start of a greyscale PNG of any size, up to its first IDAT chunk: all a decompression bomb needs to
+    claim its size (Pillow reads the header as far as the image data before it says what it found)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
+
+
+def bad_requests(name):
+    """(method, path, body, headers, status, words in the message) for every kind of bad input."""
+    predict_path = f"/v1/models/{name}:predict"
+    row = [[0.0]] * 28
+
+    def instances(*items):
+        return json.dumps({"instances": list(items)})
+
+    return {
+        "malformed_json": ("POST", predict_path, '{"instances": [', {}, 400, "malformed JSON"),
+        "nested_too_deeply": ("POST", predict_path, '{"instances": ' + "[" * 50_000 + "]" * 50_000 + "}", {}, 400,
+                              "nested too deeply"),
+        "not_an_object": ("POST", predict_path, "[1, 2]", {}, 400, '"instances"'),
+        "missing_instances": ("POST", predict_path, json.dumps({"inputs": []}), {}, 400, '"instances"'),
+        "empty_instances": ("POST", predict_path, instances(), {}, 400, "non-empty"),
+        "wrong_pixel_shape": ("POST", predict_path, instances([[0] * 28] * 28), {}, 400, "shape [28, 28]"),
+        "ragged_pixels": ("POST", predict_path, instances([row, row[:3]]), {}, 400, "rectangular"),
+        "pixels_not_numbers": ("POST", predict_path, instances([[["x"]] * 28] * 28), {}, 400, "numbers"),
+        "pixels_out_of_range": ("POST", predict_path, instances([[[300]] * 28] * 28), {}, 400, "0-255"),
+        "not_base64": ("POST", predict_path, instances({"b64": "@@not base64@@"}), {}, 400, "base64"),
+        "not_an_image": ("POST", predict_path, instances(b64(b"these bytes are not an image")), {}, 400,
+                         "cannot decode image"),
+        "other_instance_keys": ("POST", predict_path, instances({"image": "x"}), {}, 400, '{"b64"'),
+        "image_over_pixel_limit": ("POST", predict_path, instances(b64(big_png())), {}, 413, "600×600"),
+        "image_bomb": ("POST", predict_path, instances(b64(png_header(30_000, 30_000))), {}, 413,
+                       "more pixels than Pillow will open"),
+        "too_many_instances": ("POST", predict_path, instances(*[b64(big_png())] * 5), {}, 413, "5 instances"),
+        "body_over_limit": ("POST", predict_path, "x" * 250_000, {}, 413, "over the limit of 200000"),
+        "unknown_model": ("POST", "/v1/models/other:predict", instances([[[0]] * 28] * 28), {}, 404, "'other'"),
+        "unknown_model_status": ("GET", "/v1/models/other", None, {}, 404, "no model named"),
+        "unknown_path": ("GET", "/v2/anything", None, {}, 404, "no such path"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_requests("x")))
+def test_every_bad_input_is_a_json_4xx_with_a_message_and_the_server_keeps_serving(case, server):
+    method, path, body, headers, status, words = bad_requests(server.name)[case]
+    answered, answer, _ = server.request(method, path, body, headers)
+    assert answered == status and words in answer["error"], answer
+    assert server.is_serving()
+
+
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(server):
+    """A huge Content-Length gets its 413 at once: the server never waits for (or reads) the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", f"/v1/models/{server.name}:predict")
+        connection.putheader("Content-Length", str(10 ** 9))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and "1000000000 bytes" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
+    streamed = (b"x" * 50_000 for _ in range(6))  # http.client sends it chunked: refused as it streams in
+    status, answer, _ = server.request("POST", f"/v1/models/{server.name}:predict", streamed)
+    assert status == 413 and "over the limit of 200000 bytes" in answer["error"]
+    assert server.is_serving()
+
+
+def test_wrong_methods_are_json_405(server):
+    status, answer, _ = server.request("DELETE", f"/v1/models/{server.name}")
+    assert status == 405 and answer["error"]
+
+
+# --- bad flags -------------------------------------------------------------------------------------------
+
+def one_line_error(capsys, args):
+    code, _, err = run_cli(serve.main, args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_bad_folders_and_files_are_one_line_errors(tiny_run, tmp_path, capsys):
+    run_dir, deploy_dir = tiny_run
+    assert "nowhere" in one_line_error(capsys, ["--model_dir", str(tmp_path / "nowhere")])
+    assert "neither a deploy folder" in one_line_error(capsys, ["--model_dir", str(tmp_path)])
+    assert "no such model file" in one_line_error(capsys, ["--model_dir", deploy_dir, "--model_file", "x.tflite"])
+    assert "0-65535" in one_line_error(capsys, ["--model_dir", deploy_dir, "--port", "70000"])
+    h5_only = tmp_path / "h5_only"
+    h5_only.mkdir()
+    (h5_only / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    message = one_line_error(capsys, ["--model_dir", str(h5_only)])
+    assert "no model.tflite" in message and "--model_file" in message
+
+
+def test_a_port_in_use_is_a_one_line_error(tiny_run, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        message = one_line_error(capsys, ["--model_dir", tiny_run[1], "--port", port])
+    assert f"127.0.0.1:{port}" in message and "--port" in message
