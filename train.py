@@ -204,8 +204,8 @@ def nothing_learned(model, val_gen, best_accuracy, single_process=True):
 
 
 @reports_user_errors
-def main(argv=None):
-    """Train; returns the trained model (for scripts and tests)."""
+def main(argv=None, extra_callbacks=()):
+    """Train; returns the trained model (for scripts, tests and tune.py, whose pruning is an extra callback)."""
     args = parse_args(argv)
     cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
     settings = settings_from(args)
@@ -250,7 +250,7 @@ def main(argv=None):
               verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
               callbacks=unfreezing(settings, len(train_gen)) + callbacks.get(
                   writes_to, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
-                  best_so_far))
+                  best_so_far) + list(extra_callbacks))
     if not cluster.is_chief:
         shutil.rmtree(writes_to)
         print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")

@@ -1,0 +1,177 @@
+"""tune.py on tiny drawings: trial folders and the summary, pruning, a killed study continued, two processes on one
+storage, deploy of the best trial, and bad input refused before anything is written."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="tune.py needs requirements-tune.txt")
+
+import deploy  # noqa: E402
+import tune  # noqa: E402
+from conftest import exit_code, run_cli, write_npy  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEARNING_RATE = {"learning_rate": {"type": "float", "low": 1e-9, "high": 1e-2, "log": True}}
+
+
+@pytest.fixture(scope="module")
+def drawings(tmp_path_factory):
+    return write_npy(str(tmp_path_factory.mktemp("tune") / "npy"), {"apple": 40, "bicycle": 40, "cat": 40})
+
+
+def space_file(folder, space=None):
+    path = os.path.join(folder, "space.json")
+    with open(path, "w") as file:
+        json.dump(LEARNING_RATE if space is None else space, file)
+    return path
+
+
+def tune_flags(drawings, folder, save_to, trials, epochs=2):
+    return ["--save_to", save_to, "--trials", str(trials), "--space", space_file(folder), "--data", drawings,
+            "--model", "logistic", "--num_epochs", str(epochs), "--batch_size", "16"]
+
+
+def states(study):
+    return [trial.state.name for trial in study.get_trials()]
+
+
+@pytest.fixture(scope="module")
+def study_folder(drawings, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("study"))
+    save_to = os.path.join(folder, "tune")
+    assert exit_code(tune.main, tune_flags(drawings, folder, save_to, trials=3)) == 0
+    return save_to
+
+
+def test_a_three_trial_study_writes_three_run_folders_best_json_and_the_pictures(study_folder, capsys):
+    names = sorted(os.listdir(study_folder))
+    assert [name for name in names if name.startswith("trial_")] == ["trial_000", "trial_001", "trial_002"]
+    for trial in ("trial_000", "trial_001", "trial_002"):
+        assert os.path.isfile(os.path.join(study_folder, trial, "config.json"))
+        assert os.path.isfile(os.path.join(study_folder, trial, "best.keras"))
+    best = json.load(open(os.path.join(study_folder, "best.json")))
+    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{study_folder}/study.db")
+    assert best["trial"] == study.best_trial.number and best["val_accuracy"] == study.best_value
+    assert os.path.realpath(os.path.join(study_folder, "best")) == os.path.realpath(best["run_folder"])
+    assert best["settings"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
+    for picture in ("optimization_history.png", "param_importances.png"):
+        assert os.path.getsize(os.path.join(study_folder, picture)) > 1000
+
+
+def test_deploy_accepts_the_best_trial_folder(study_folder, tmp_path):
+    out = str(tmp_path / "deploy")
+    best = os.path.join(study_folder, "best")
+    assert exit_code(deploy.main, ["--read_from", best, "--save_to", out, "--calibration_samples", "20"]) == 0
+    assert os.path.isfile(os.path.join(out, "model.tflite"))
+
+
+def test_a_trial_that_does_badly_is_pruned(drawings, tmp_path):
+    """Two finished trials at 0.99 every epoch; a learning rate of 1e-9 stays near chance and is stopped."""
+    space = tune.read_space(space_file(str(tmp_path)), "logistic")
+    study = tune.open_study(f"sqlite:///{tmp_path}/study.db")
+    distribution = optuna.distributions.FloatDistribution(1e-9, 1e-2, log=True)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            value=0.99, params={"learning_rate": 1e-3}, distributions={"learning_rate": distribution},
+            intermediate_values={epoch: 0.99 for epoch in range(6)}))
+    study.enqueue_trial({"learning_rate": 1e-9})
+    flags = ["--data", drawings, "--model", "logistic", "--num_epochs", "6", "--batch_size", "16"]
+    study.optimize(tune.make_objective(str(tmp_path), space, flags, {}), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["epochs"] < 6  # stopped early, with its run folder kept
+    assert os.path.isfile(os.path.join(tmp_path, "trial_002", "config.json"))
+
+
+def start_tune(flags):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "tune.py"), *flags], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_killed_study_continues_with_its_finished_trial_kept(drawings, tmp_path, monkeypatch):
+    save_to = str(tmp_path / "tune")
+    flags = tune_flags(drawings, str(tmp_path), save_to, trials=3, epochs=3)
+    process = start_tune(flags)
+    storage_url = f"sqlite:///{save_to}/study.db"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=tune.STUDY_NAME, storage=storage_url)
+        except Exception:  # the study is not created yet
+            continue
+        if "COMPLETE" in states(study):
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kept = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert kept, "the first trial did not finish before the deadline"
+    first = kept[0]
+
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)  # the killed trial's heartbeat is already older than this
+    time.sleep(1.5)
+    study = tune.main(flags)
+    trials = study.get_trials()
+    assert trials[first.number].state.name == "COMPLETE" and trials[first.number].value == first.value
+    assert states(study).count("COMPLETE") + states(study).count("PRUNED") == 3
+    assert all(state in ("COMPLETE", "PRUNED", "FAIL") for state in states(study))
+
+
+def test_two_processes_on_one_storage_make_one_study_of_distinct_trials(drawings, tmp_path):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    folders = [str(tmp_path / "machine_a"), str(tmp_path / "machine_b")]
+    processes = [start_tune(tune_flags(drawings, str(tmp_path), folder, trials=4) + ["--storage", url])
+                 for folder in folders]
+    assert [process.wait(timeout=600) for process in processes] == [0, 0]
+    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=url)
+    numbers = [trial.number for trial in study.get_trials() if trial.state.name in ("COMPLETE", "PRUNED")]
+    assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
+    written = [name for folder in folders for name in os.listdir(folder) if name.startswith("trial_")]
+    assert len(written) == len(set(written)) >= 4  # each trial ran in one process only
+
+
+@pytest.mark.parametrize("space, words", [
+    ({"learnin_rate": {"type": "float", "low": 0.1, "high": 1}}, "unknown parameter 'learnin_rate'"),
+    ({"learning_rate": {"type": "float", "low": 0.1, "high": 0.01}}, "empty or inverted"),
+    ({"model_kwargs.width": {"type": "int", "low": 1, "high": 4}}, "searchable: "),
+    ({"batch_size": {"type": "categorical", "choices": []}}, "non-empty \"choices\""),
+    ({"batch_size": {"kind": "int"}}, "give a \"type\""),
+    ("not json {", "cannot read the search space"),
+])
+def test_a_bad_space_is_one_error_line_and_writes_nothing(drawings, tmp_path, capsys, space, words):
+    path = str(tmp_path / "space.json")
+    with open(path, "w") as file:
+        file.write(space if isinstance(space, str) else json.dumps(space))
+    save_to = str(tmp_path / "tune")
+    code, _, err = run_cli(tune.main, ["--save_to", save_to, "--space", path, "--data", drawings,
+                                       "--model", "logistic"], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert not os.path.exists(save_to)
+
+
+@pytest.mark.parametrize("case", ["storage", "not_a_tune_folder", "train_flag", "managed_flag"])
+def test_bad_input_is_one_error_line_and_writes_nothing(drawings, tmp_path, capsys, case):
+    save_to = str(tmp_path / "tune")
+    flags = ["--save_to", save_to, "--space", space_file(str(tmp_path)), "--data", drawings, "--model", "logistic"]
+    words = {"storage": "cannot open the study storage", "not_a_tune_folder": "is not a tune folder",
+             "train_flag": "--batch_size", "managed_flag": "remove --resume"}[case]
+    if case == "storage":
+        flags += ["--storage", f"sqlite:///{tmp_path}/no/such/folder/study.db"]
+    elif case == "not_a_tune_folder":
+        os.makedirs(save_to)
+        open(os.path.join(save_to, "notes.txt"), "w").close()
+    elif case == "train_flag":
+        flags += ["--batch_size", "zero"]
+    else:
+        flags += ["--resume"]
+    before = sorted(os.listdir(tmp_path))
+    code, _, err = run_cli(tune.main, flags, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert sorted(os.listdir(tmp_path)) == before
+    if case == "not_a_tune_folder":
+        assert os.listdir(save_to) == ["notes.txt"]

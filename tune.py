@@ -1,0 +1,356 @@
+"""Hyper-parameter search over train.py's settings with Optuna; every trial is an ordinary train.py run.
+
+    python tune.py --data DATA --save_to progress/tune --trials 30 [--timeout S] [--space FILE] [train.py flags]
+
+The search space is data: spaces/<model>.json by default, or --space FILE. Each entry names a train.py setting
+(`learning_rate`, `batch_size`, `jitter`, ...) or a model argument (`model_kwargs.dropout`) with its type and
+range. Trial N trains into SAVE_TO/trial_NNN through train.main, the code path of the command line, so deploy.py,
+evaluate.py and --resume accept every trial folder. Every epoch's val_accuracy goes to Optuna, whose median
+pruner stops a trial that trails the earlier ones at the same epoch.
+
+The study lives in SAVE_TO/study.db (SQLite, nothing to install or start): the same command again continues it.
+A trial whose process died (killed, crashed) stops sending heartbeats, is marked failed and is tried again.
+--storage URL (PostgreSQL, MySQL: any Optuna RDB URL) shares one study among processes on many machines.
+"""
+import argparse
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+import keras
+import optuna
+from optuna.trial import TrialState
+
+import callbacks
+import config
+import storage
+import train
+from datagen import open_run_data
+from errors import ArgumentParser, UserError, positive_float, positive_int, reports_user_errors
+
+SPACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
+MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage and fixed train.py flags
+STUDY_NAME = "tune"
+HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
+GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process died) and tried again
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial does not count: it is tried again
+# Flags tune.py sets for each trial, and settings that are what is searched on rather than searchable.
+MANAGED_FLAGS = ("--save_to", "--resume", "--overwrite")
+NOT_SEARCHABLE = {"data", "data_format", "val_data", "classes", "save_to", "model", "model_kwargs", "from_ckpt"}
+TYPES = ("float", "int", "categorical")
+# Heartbeats have been "experimental" in Optuna since 2.8 and are what it recommends for failed processes.
+for experimental in ("Argument ``heartbeat_interval`` is an experimental feature",
+                     "RetryHeartbeatStaleTrialCallback is experimental",
+                     "optuna.visualization.matplotlib._"):
+    warnings.filterwarnings("ignore", message=experimental, category=optuna.exceptions.ExperimentalWarning)
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n\n")[0] + " Every other flag goes to train.py unchanged.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--save_to", required=True, help="tune folder: study.db, trial_NNN/ run folders, best.json")
+    p.add_argument("--trials", type=positive_int, default=20, help="trials in the study, all processes together "
+                                                                   "(default: %(default)s)")
+    p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
+    p.add_argument("--space", help="search space JSON (default: spaces/<model>.json)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by several tune.py processes, e.g. "
+                                     "postgresql://user:pass@host/db (default: sqlite in --save_to)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="trials at once on this machine, each in its own process (default: %(default)s)")
+    p.add_argument("--summary", action=argparse.BooleanOptionalAction, default=True,
+                   help="end with the table, best.json and the pictures (the extra --workers processes do not)")
+    args, train_flags = p.parse_known_args(argv)
+    managed = [flag for flag in train_flags if flag.split("=")[0] in MANAGED_FLAGS]
+    if managed:
+        p.error(f"tune.py sets {', '.join(MANAGED_FLAGS)} for each trial; remove {', '.join(managed)}")
+    args.train_flags = train_flags
+    return args
+
+
+def train_args(flags):
+    """train.py's reading of `flags` (a bad flag is its one-line error and exit 2)."""
+    return train.parse_args([*flags, "--save_to", "unused"])
+
+
+# --- the search space ------------------------------------------------------------------------------------------
+
+def searchable(model):
+    """Names a space may use: train.py settings, and model_kwargs.<argument of the model's construct()>."""
+    settings = [name for name in config.DEFAULTS if name not in NOT_SEARCHABLE]
+    arguments = list(inspect.signature(config.MODELS[model]).parameters)[2:]  # after input_shape, num_classes
+    return settings + [f"model_kwargs.{argument}" for argument in arguments]
+
+
+def read_space(path, model):
+    """The space file as {name: spec}, every entry checked: a bad one is a UserError naming it."""
+    try:
+        space = json.loads(storage.read_text(path))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read the search space {path}: {error}") from None
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"{path}: a search space is a non-empty JSON object of name: {{\"type\": ...}}")
+    valid = searchable(model)
+    for name, spec in space.items():
+        if name not in valid:
+            raise UserError(f"{path}: unknown parameter '{name}' for {model}; searchable: {', '.join(valid)}")
+        check_spec(f"{path}: {name}", spec)
+    return space
+
+
+def check_spec(where, spec):
+    if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+        raise UserError(f"{where}: give a \"type\" of {', '.join(TYPES)}, got {json.dumps(spec)}")
+    if spec["type"] == "categorical":
+        if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+            raise UserError(f"{where}: a categorical parameter needs a non-empty \"choices\" list")
+        return
+    low, high = spec.get("low"), spec.get("high")
+    number = int if spec["type"] == "int" else (int, float)
+    if not all(isinstance(bound, number) and not isinstance(bound, bool) for bound in (low, high)):
+        raise UserError(f"{where}: give \"low\" and \"high\" as {spec['type']} numbers, got {low} and {high}")
+    if not low < high:
+        raise UserError(f"{where}: the range is empty or inverted (low {low}, high {high}); low must be below high")
+    if spec.get("log") and low <= 0:
+        raise UserError(f"{where}: a log-scale range must be above 0, got low {low}")
+
+
+def extremes(spec):
+    return spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+
+
+def suggest(trial, name, spec):
+    if spec["type"] == "float":
+        return trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log")))
+    if spec["type"] == "int":
+        return trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log")))
+    choices = spec["choices"]
+    if all(choice is None or isinstance(choice, (bool, int, float, str)) for choice in choices):
+        return trial.suggest_categorical(name, choices)
+    return json.loads(trial.suggest_categorical(name, [json.dumps(choice) for choice in choices]))  # lists
+
+
+def as_flags(params, fixed_kwargs):
+    """train.py flags for a trial's parameters; appended after the fixed flags, so they win (argparse: last)."""
+    flags, model_kwargs = [], dict(fixed_kwargs)
+    for name, value in params.items():
+        if name.startswith("model_kwargs."):
+            model_kwargs[name.split(".", 1)[1]] = value
+        elif isinstance(config.DEFAULTS[name], bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return flags + (["--model_kwargs", json.dumps(model_kwargs)] if model_kwargs else [])
+
+
+def check_against_train(space, fixed_flags, fixed_kwargs):
+    """Every end of every range must be a value train.py accepts, before anything is written."""
+    for name, spec in space.items():
+        for value in extremes(spec):
+            train_args(fixed_flags + as_flags({name: value}, fixed_kwargs))
+
+
+# --- trials ------------------------------------------------------------------------------------------------------
+
+class ReportToOptuna(keras.callbacks.Callback):
+    """Each epoch's val_accuracy to the trial; stops training when the pruner says the trial is hopeless."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial, self.pruned_at = trial, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float(logs["val_accuracy"]), epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
+def trial_folder(save_to, number):
+    return os.path.join(save_to, f"trial_{number:03d}")
+
+
+def make_objective(save_to, space, fixed_flags, fixed_kwargs):
+    """One trial: a train.py run on the suggested settings; its value is the run's best val_accuracy."""
+
+    def objective(trial):
+        params = {name: suggest(trial, name, spec) for name, spec in space.items()}
+        run_dir = trial_folder(save_to, trial.number)
+        trial.set_user_attr("run_folder", run_dir)
+        reporter = ReportToOptuna(trial)
+        keras.backend.clear_session()  # fresh layer names and memory for each run in this process
+        train.main.__wrapped__([*fixed_flags, *as_flags(params, fixed_kwargs), "--save_to", run_dir],
+                               extra_callbacks=[reporter])
+        accuracies = [float(row["val_accuracy"]) for row in callbacks.read_history(run_dir)]
+        trial.set_user_attr("epochs", len(accuracies))
+        if reporter.pruned_at:
+            raise optuna.TrialPruned(f"pruned after epoch {reporter.pruned_at}")
+        return max(accuracies)
+
+    return objective
+
+
+def announce(study, trial):
+    value = "-" if trial.value is None else f"{trial.value:.4f}"
+    outcome = (f"pruned after epoch {trial.user_attrs.get('epochs')} at val_accuracy {value}"
+               if trial.state == TrialState.PRUNED else f"best val_accuracy {value}")
+    print(f"trial {trial.number} {trial.state.name.lower()}: {outcome}; {trial.params}", flush=True)
+
+
+# --- the study ----------------------------------------------------------------------------------------------------
+
+def open_study(url, attempts=3):
+    """The study in `url`, created if new. Processes that start together race to create its tables, so a
+    failure is tried again before it counts."""
+    for attempt in range(attempts):
+        try:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                             grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)
+            return optuna.create_study(storage=rdb, study_name=STUDY_NAME, direction="maximize",
+                                       load_if_exists=True,
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+        except Exception as error:  # a bad URL, a missing driver, a server that does not answer
+            if attempt + 1 == attempts:
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise UserError(f"cannot open the study storage {url}: {first_line}") from None
+            time.sleep(1 + attempt)
+
+
+def check_tune_folder(save_to, marker):
+    """A new folder, or the tune folder of this same search (same storage, flags and space) to continue."""
+    if not os.path.exists(save_to):
+        return
+    path = os.path.join(save_to, MARKER)
+    if not os.path.isfile(path):
+        raise UserError(f"{save_to} exists and is not a tune folder (no {MARKER}); pick a new --save_to")
+    earlier = json.loads(storage.read_text(path))
+    if earlier != marker:
+        changed = [key for key in marker if earlier.get(key) != marker[key]]
+        raise UserError(f"{save_to} holds a search with other {', '.join(changed)}; continue it with the same "
+                        f"command, or pick a new --save_to")
+
+
+def finished(study):
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_trials(study, objective, trials, timeout):
+    remaining = trials - finished(study)
+    if remaining > 0:
+        # A trial that train.py refuses (a UserError) fails alone; the study goes on with the next one.
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(UserError,), callbacks=[
+            optuna.study.MaxTrialsCallback(trials, states=FINISHED), announce])
+
+
+def start_workers(argv, count):
+    """The other --workers: this command again with one worker each and no summary, sharing the storage."""
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--workers", "1", "--no-summary"]
+    return [subprocess.Popen(command) for _ in range(count)]
+
+
+# --- the summary --------------------------------------------------------------------------------------------------
+
+def trial_rows(study):
+    for trial in study.get_trials(deepcopy=False):
+        seconds = trial.duration.total_seconds() if trial.duration else None
+        yield (trial.number, trial.state.name.lower(), json.dumps(trial.params),
+               "-" if trial.value is None else f"{trial.value:.4f}", trial.user_attrs.get("epochs", "-"),
+               "-" if seconds is None else f"{seconds:.0f}")
+
+
+def print_table(study):
+    print(f"{'trial':>5}  {'state':<9}{'val_acc':>8}{'epochs':>7}{'seconds':>8}  parameters")
+    for number, state, params, value, epochs, seconds in trial_rows(study):
+        print(f"{number:>5}  {state:<9}{value:>8}{epochs:>7}{seconds:>8}  {params}")
+
+
+def save_pictures(study, save_to):
+    """Optuna's optimization history and parameter importances, drawn headless (plots.py chose Agg)."""
+    import plots  # noqa: F401  (chooses the Agg backend before pyplot loads)
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    for name, draw in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
+                       ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
+        try:
+            draw(study)
+        except Exception as error:  # e.g. importances need two finished trials that differ; the rest stands
+            print(f"no {name}: {error}")
+            continue
+        plt.gcf().set_size_inches(8, 5)
+        plt.tight_layout()
+        plt.savefig(os.path.join(save_to, name), dpi=80)
+        plt.close("all")
+        drawn.append(name)
+    return drawn
+
+
+def write_best(study, save_to):
+    """best.json, and a `best` link to the best trial's run folder when it is on this machine (with a shared
+    --storage it may have run on another one)."""
+    best = study.best_trial
+    run_dir = best.user_attrs["run_folder"]
+    here = os.path.isfile(os.path.join(run_dir, config.CONFIG_FILE))
+    record = {"trial": best.number, "val_accuracy": best.value, "params": best.params, "run_folder": run_dir,
+              "settings": config.read(run_dir) if here else None}
+    storage.write(os.path.join(save_to, "best.json"), json.dumps(record, indent=2))
+    link = os.path.join(save_to, "best")
+    if os.path.islink(link):
+        os.remove(link)
+    if here:  # relative inside the tune folder, so the folder can move
+        os.symlink(os.path.relpath(run_dir, save_to), link)
+    return best, run_dir, here
+
+
+def summarize(study, save_to):
+    print_table(study)
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    print(f"{states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} pruned, "
+          f"{states.count(TrialState.FAIL)} failed")
+    if not states.count(TrialState.COMPLETE):
+        raise UserError(f"no trial of {save_to} completed, so there is no best one; see the lines above")
+    pictures = save_pictures(study, save_to)
+    best, run_dir, here = write_best(study, save_to)
+    print("wrote best.json" + (f", best -> {os.path.relpath(run_dir, save_to)}" if here else
+                                f" (the best trial ran in another process's folder: {run_dir})")
+          + "".join(f", {name}" for name in pictures))
+    print(f"best val_accuracy {best.value:.4f} in trial {best.number} ({run_dir}); deploy it: python deploy.py "
+          f"--read_from {run_dir} --save_to deploy/{os.path.basename(os.path.normpath(save_to))}")
+
+
+@reports_user_errors
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    fixed = train_args(args.train_flags)
+    model = fixed.model or config.DEFAULTS["model"]
+    space_path = args.space or os.path.join(SPACES, f"{model}.json")
+    space = read_space(space_path, model)
+    check_against_train(space, args.train_flags, fixed.model_kwargs or {})
+    open_run_data(train.settings_from(fixed))  # missing or unreadable data: before anything is written
+    save_to = os.path.abspath(args.save_to)
+    url = args.storage or f"sqlite:///{os.path.join(save_to, 'study.db')}"
+    marker = {"storage": url, "train_flags": args.train_flags, "space": space}
+    check_tune_folder(save_to, marker)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # announce() says what finished, one line a trial
+    study = open_study(url) if args.storage else None  # an unreachable server: before anything is written
+    os.makedirs(save_to, exist_ok=True)
+    storage.write(os.path.join(save_to, MARKER), json.dumps(marker, indent=2))
+    study = study or open_study(url)
+    workers = start_workers(argv, args.workers - 1) if args.workers > 1 else []
+    objective = make_objective(save_to, space, args.train_flags, fixed.model_kwargs or {})
+    run_trials(study, objective, args.trials, args.timeout)
+    for worker in workers:
+        worker.wait()
+    if args.summary:
+        summarize(study, save_to)
+    return study
+
+
+if __name__ == "__main__":
+    main()
