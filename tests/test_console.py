@@ -1,4 +1,5 @@
 """What a user sees: train.py and deploy.py print their own lines, not TensorFlow's, LiteRT's or absl's."""
+import importlib.util
 import logging
 import os
 import re
@@ -85,7 +86,9 @@ def test_the_verbose_variable_brings_every_library_line_back(tiny_data, tmp_path
 
 
 def test_every_tool_names_the_verbose_variable_in_its_help():
-    for tool in ("train.py", "deploy.py", "evaluate.py", "predict.py", "plots.py"):
+    optional = [tool for tool, needs in (("tune.py", "optuna"), ("serve.py", "uvicorn"))
+                if importlib.util.find_spec(needs)]  # their optional requirements files are installed
+    for tool in ("train.py", "deploy.py", "evaluate.py", "predict.py", "plots.py", *optional):
         done = subprocess.run([sys.executable, tool, "--help"], cwd=ROOT, env=user_environment(), capture_output=True,
                               text=True)
         assert done.returncode == 0 and f"{console.VERBOSE_VARIABLE}=1" in done.stdout, tool
