@@ -19,7 +19,7 @@ import edgetpu
 import storage
 from callbacks import BEST_MODEL
 from datagen import ImageGenerator, open_run_data, run_batches
-from errors import ArgumentParser, UserError, positive_int, reports_user_errors
+from errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
 from inference import latency_ms, load_classifier, predict_batches
 
 FORMATS = ("h5", "tflite", "edgetpu")
@@ -88,8 +88,7 @@ def to_int8_tflite(model, calibration):
         with console.captured_output():  # the converter's chatter, shown only if it fails
             return converter.convert()
     except Exception as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"int8 TFLite conversion failed: {first_line}") from None
+        raise UserError(f"int8 TFLite conversion failed: {first_line(error)}") from None
 
 
 def measure(path, val_batches, image):

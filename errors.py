@@ -15,6 +15,11 @@ class UserError(Exception):
     """A problem with the user's input; the message names the bad value and the valid choices."""
 
 
+def first_line(error):
+    """A library exception in one line, for a UserError that wraps it: its first line, or its type's name."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage block), so flag mistakes look like every other error, and a
     --help that ends by saying how to bring back the library lines console.py hides."""

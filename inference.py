@@ -15,7 +15,7 @@ from tqdm import tqdm
 import console
 import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
 import storage
-from errors import UserError
+from errors import UserError, first_line
 
 KERAS_SUFFIXES = (".keras", ".h5")
 TFLITE_SUFFIXES = (".tflite",)
@@ -118,11 +118,6 @@ class TFLiteClassifier(Classifier):
         return out
 
 
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 def _load_keras(path):
     import keras
 
@@ -130,7 +125,7 @@ def _load_keras(path):
         with storage.local_file(path) as local:  # Keras reads a full-model .h5 only from a local file
             model = keras.saving.load_model(local, compile=False)
     except Exception as error:  # any failure to load is a bad file from the user's point of view
-        raise UserError(f"cannot load {path} as a Keras model ({_first_line(error)}); {ACCEPTED}") from None
+        raise UserError(f"cannot load {path} as a Keras model ({first_line(error)[:200]}); {ACCEPTED}") from None
     return KerasClassifier(path, model)
 
 
@@ -142,7 +137,7 @@ def _load_tflite(path):
             return TFLiteClassifier(path, Interpreter(model_content=storage.read_bytes(path)))
     except (ValueError, RuntimeError) as error:  # not a model, or an op this CPU runtime lacks (an Edge TPU op)
         hint = "; an Edge TPU model runs only with the Edge TPU runtime" if "edgetpu" in str(error).lower() else ""
-        raise UserError(f"cannot load {path} as a TFLite model to run here ({_first_line(error)}){hint}; "
+        raise UserError(f"cannot load {path} as a TFLite model to run here ({first_line(error)[:200]}){hint}; "
                         f"{ACCEPTED}") from None
 
 

@@ -31,7 +31,7 @@ import config
 import storage
 import train
 from datagen import open_run_data
-from errors import ArgumentParser, UserError, positive_float, positive_int, reports_user_errors
+from errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
 SPACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
 MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage and fixed train.py flags
@@ -216,8 +216,7 @@ def open_study(url, attempts=3):
                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
         except Exception as error:  # a bad URL, a missing driver, a server that does not answer
             if attempt + 1 == attempts:
-                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                raise UserError(f"cannot open the study storage {url}: {first_line}") from None
+                raise UserError(f"cannot open the study storage {url}: {first_line(error)}") from None
             time.sleep(1 + attempt)
 
 
