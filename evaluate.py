@@ -34,7 +34,8 @@ from datagen import BatchGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from inference import predict_batches
 from predict import check_class_names, check_probabilities, image_classifier, model_path
-from reader import FORMATS, DataReader, first_of, match_classes
+from class_match import match_classes
+from reader import FORMATS, DataReader, first_of
 
 DEFAULT_EVAL_SAMPLES = 1000  # deploy.py's default, so both report on the same validation images
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
@@ -190,7 +191,7 @@ def output_folder(args, path):
 
 
 def run_labels(reader, class_names, class_map=None):
-    """The reader's labels as the run's class indices, matched by reader.match_classes (which prints the
+    """The reader's labels as the run's class indices, matched by class_match.match_classes (which prints the
     mapping when it is not by the same names); -1 for unlabeled items and for classes the run does not know
     (those are skipped, with a note)."""
     names = list(reader.class_names)

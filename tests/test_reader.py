@@ -6,7 +6,8 @@ from PIL import Image
 
 from conftest import png_bytes, quickdraw_records, write_npy, write_tfrecord
 from errors import UserError
-from reader import DataReader, match_classes
+from class_match import match_classes
+from reader import DataReader
 
 
 # --- QuickDraw .npy
