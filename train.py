@@ -15,6 +15,7 @@ import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import keras
 import numpy as np
 
+import allocator
 import callbacks
 import config
 import distribute
@@ -207,6 +208,7 @@ def nothing_learned(model, val_gen, best_accuracy, single_process=True):
 def main(argv=None, extra_callbacks=()):
     """Train; returns the trained model (for scripts, tests and tune.py, whose pruning is an extra callback)."""
     args = parse_args(argv)
+    allocator.reuse_cpu_memory()
     cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
     settings = settings_from(args)
     run_dir = settings["save_to"]
