@@ -7,7 +7,7 @@ that took half of the CPU time of a photo_cnn epoch (as much system time as user
 best-fit-with-coalescing (BFC) allocator, which it already uses on GPUs, keeps the memory and reuses it:
 the epoch took half the time and the peak memory hardly moved (`bench/allocator.py` measures both).
 
-TensorFlow reads the setting when it first allocates CPU memory, so it is set before any tensor exists. A
+TensorFlow reads the setting when it first allocates CPU memory, so train.py sets it when imported. A
 value the user set (TF_CPU_ALLOCATOR_USE_BFC=false, say) is left alone.
 """
 import os

@@ -24,8 +24,7 @@ def singular_or_plural(data, run):
 
 
 def match_classes(data_names, run_names, overrides=None):
-    """{data class: run class} for the data's classes that name one of the run's, so that a model trained
-    on Kaggle's `cat.1.jpg` (classes cat, dog) scores a folder of `cats/` and `dogs/`.
+    """{data class: run class} for the data's classes that name one of the run's.
 
     Every data class is matched one to one, by the same name, then ignoring case, then as singular/plural;
     a data set that names its classes by index only (TFRecords without a labels.txt) is taken by index.

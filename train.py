@@ -28,6 +28,10 @@ from errors import (ArgumentParser, UserError, image_size, json_object, non_nega
                     positive_float, positive_int, ratio, reports_user_errors)
 from reader import FORMATS
 
+# At import, not in main(): tools that import this module (tune.py) read data with TensorFlow before their
+# first training run, and TensorFlow takes the allocator setting at its first CPU allocation.
+allocator.reuse_cpu_memory()
+
 
 def parse_args(argv=None):
     d = config.DEFAULTS
@@ -208,7 +212,6 @@ def nothing_learned(model, val_gen, best_accuracy, single_process=True):
 def main(argv=None, extra_callbacks=()):
     """Train; returns the trained model (for scripts, tests and tune.py, whose pruning is an extra callback)."""
     args = parse_args(argv)
-    allocator.reuse_cpu_memory()
     cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
     settings = settings_from(args)
     run_dir = settings["save_to"]
