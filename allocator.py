@@ -5,7 +5,7 @@ activation and gradient buffers (megabytes each) every step, in many threads, an
 memory back to the kernel in between: every page is then faulted in and zeroed again. On a 2-core machine
 that took half of the CPU time of a photo_cnn epoch (as much system time as user time). TensorFlow's own
 best-fit-with-coalescing (BFC) allocator, which it already uses on GPUs, keeps the memory and reuses it:
-a photo_cnn run took a third less time and the peak memory hardly moved (`bench/allocator.py` measures both).
+a photo_cnn run took a third less time and the peak memory hardly moved (`bench/cpu_settings.py` measures both).
 
 TensorFlow reads the setting when it first allocates CPU memory, so train.py sets it when imported. A
 value the user set (TF_CPU_ALLOCATOR_USE_BFC=false, say) is left alone.

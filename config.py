@@ -1,10 +1,9 @@
 """Defaults, the model/loss/optimizer registries, and a run's config.json.
 
-Add a model: write models/<name>.py with construct(input_shape, num_classes, **kwargs) and add one line
-to MODELS. Add a loss: a keras.losses.Loss in loss.py and one line in LOSSES.
+Add a model: write models/<name>.py with construct(input_shape, num_classes, **kwargs) and its SPEC (see
+models/__init__.py), and add its name to MODELS. Add a loss: a keras.losses.Loss in loss.py and one line in LOSSES.
 """
 import datetime
-import importlib
 import json
 import os
 import platform
@@ -13,22 +12,19 @@ import keras
 import numpy as np
 
 import loss
+import models
 import storage
 from errors import UserError
 
-
-def construct_of(module):
-    """The construct() of models/<module>.py."""
-    return importlib.import_module(f"models.{module}").construct
-
-
-MODELS = {
-    "quickdraw_cnn": construct_of("quickdraw_cnn"),
-    "mobilenet_v1": construct_of("mobilenet_v1"),
-    "mobilenet_v2": construct_of("mobilenet_v2"),
-    "photo_cnn": construct_of("photo_cnn"),
-    "logistic": construct_of("logistic"),
-}
+# name -> the ModelSpec that models/<name>.py declares; --help lists them in this order.
+MODELS = models.registry([
+    "quickdraw_cnn",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "efficientnet_lite",
+    "photo_cnn",
+    "logistic",
+])
 
 LOSSES = {
     "crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -56,8 +52,8 @@ DEFAULTS = {
     "save_to": "progress/run",
     "model": "quickdraw_cnn",
     "model_kwargs": {},
-    "input_size": [28, 28],
-    "channels": 1,
+    "input_size": None,  # None: the model's own (its SPEC)
+    "channels": None,
     "num_epochs": 10,
     "batch_size": 128,
     "learning_rate": 1e-3,
@@ -65,6 +61,7 @@ DEFAULTS = {
     "weight_decay": 0.0,
     "from_ckpt": None,
     "freeze_epochs": 0,
+    "head_lr_factor": 10.0,  # a new head on a frozen base takes larger steps than a whole model
     "unfreeze_lr_factor": 0.1,
     "optimizer": "adam",
     "loss": "crossentropy",
@@ -119,6 +116,6 @@ def build_model(settings):
     """The run's model, constructed from its settings (model name, kwargs, input size, classes)."""
     shape = (*settings["input_size"], settings["channels"])
     try:
-        return MODELS[settings["model"]](shape, len(settings["class_names"]), **settings["model_kwargs"])
+        return MODELS[settings["model"]].construct(shape, len(settings["class_names"]), **settings["model_kwargs"])
     except (ValueError, TypeError) as error:
         raise UserError(f"cannot build {settings['model']} for input {shape}: {error}") from None

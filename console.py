@@ -16,6 +16,8 @@ import sys
 import tempfile
 import warnings
 
+import requirements
+
 VERBOSE_VARIABLE = "KERAS_TEMPLATE_VERBOSE"
 VERBOSE = os.environ.get(VERBOSE_VARIABLE, "0") not in ("", "0")
 VERBOSE_HELP = (f"Library log lines (TensorFlow, absl, the TFLite converter, LiteRT) are hidden; "
@@ -85,5 +87,6 @@ def quiet_libraries():
     silence_harmless_messages()
 
 
+requirements.require_keras_backend()  # before any tool imports Keras
 if not VERBOSE:
     quiet_libraries()

@@ -4,7 +4,8 @@
 
 Writes labels.txt, model.h5, a full-integer model.tflite (uint8 in and out, batch 1, calibrated on
 un-jittered training images), model_edgetpu.tflite when edgetpu_compiler is installed, and
-deploy_report.json with each artifact's size, validation accuracy and CPU latency.
+deploy_report.json with each artifact's size, validation accuracy and CPU latency. Both .tflite files carry
+TFLite Model Metadata (name, input image, class names), which MediaPipe Tasks and the TFLite Task Library read.
 """
 import argparse
 import json
@@ -17,13 +18,13 @@ import numpy as np
 import config
 import edgetpu
 import storage
-from callbacks import BEST_MODEL
+import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
-from inference import latency_ms, load_classifier, predict_batches
+from inference import LABELS, latency_ms, load_classifier, model_in, predict_batches
 
 FORMATS = ("h5", "tflite", "edgetpu")
-LABELS, REPORT = "labels.txt", "deploy_report.json"
+REPORT = "deploy_report.json"
 
 
 def formats(text):
@@ -91,6 +92,28 @@ def to_int8_tflite(model, calibration):
         raise UserError(f"int8 TFLite conversion failed: {first_line(error)}") from None
 
 
+def described(model_bytes, settings, run_dir):
+    """The int8 model with TFLite Model Metadata: what an app that gets only this file needs to name its answers."""
+    names = settings["class_names"]
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return tflite_metadata.write(
+        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings.get("started", ""),
+        description=f"{settings['model']} image classifier of {len(names)} classes ({shown}), trained by the Keras "
+                    f"template; run {storage.absolute(run_dir)}", class_names=names)
+
+
+def metadata_report(path):
+    """What deploy_report.json says of a model's metadata, and whether MediaPipe's ImageClassifier can use it."""
+    metadata = tflite_metadata.read(storage.read_bytes(path))
+    colour = metadata["input"]["color_space"]
+    mediapipe = ("names its classes (category_name, from the packed labels.txt)" if colour == "RGB" else
+                 "refuses it (it takes only 3- or 4-channel input): run this 1-channel model with LiteRT "
+                 "(predict.py, serve.py), or train with --channels 3 for MediaPipe")
+    return {**{key: metadata[key] for key in ("name", "version", "description", "min_parser_version")},
+            "input": metadata["input"], "output": metadata["output"], "classes": len(metadata["class_names"]),
+            "mediapipe_image_classifier": mediapipe}
+
+
 def measure(path, val_batches, image):
     """Size, top-1 accuracy on the validation images, and median CPU latency of one saved artifact."""
     classifier = load_classifier(path)
@@ -152,7 +175,15 @@ def summary_lines(report):
         f"  speed     int8 {int8_row['latency_ms']:.3f} ms vs float {float_row['latency_ms']:.3f} ms per image: "
         + (f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"),
         f"  Edge TPU  {edgetpu_verdict(report)}",
+        f"  metadata  {metadata_line(report['metadata'])}",
     ]
+
+
+def metadata_line(metadata):
+    image = metadata["input"]
+    return (f"name, input ({image['width']}x{image['height']} {image['color_space']}, 0-255) and "
+            f"{metadata['classes']} class names inside model.tflite; MediaPipe's ImageClassifier "
+            f"{metadata['mediapipe_image_classifier']}")
 
 
 def write_report(folder, report):
@@ -182,7 +213,8 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
     if "tflite" in args.formats or "edgetpu" in args.formats:
         tflite_path = os.path.join(folder, "model.tflite")
         with open(tflite_path, "wb") as f:
-            f.write(to_int8_tflite(model, calibration))
+            f.write(described(to_int8_tflite(model, calibration), settings, args.read_from))
+        report["metadata"] = metadata_report(tflite_path)
         report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
         report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)
         write_report(folder, report)
@@ -192,8 +224,12 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
             report["edgetpu_compiler"] = compile_edgetpu(compiler, tflite_path, folder, args.save_to,
                                                          args.min_runtime_version)
             if report["edgetpu_compiler"].get("ok"):
-                output = os.path.basename(report["edgetpu_compiler"]["output_path"])
-                report["artifacts"][output] = {"bytes": os.path.getsize(os.path.join(folder, output))}
+                output = os.path.join(folder, os.path.basename(report["edgetpu_compiler"]["output_path"]))
+                with open(output, "rb") as f:  # the compiler drops the metadata (README: "Deploying"): again
+                    compiled = described(f.read(), settings, args.read_from)
+                with open(output, "wb") as f:
+                    f.write(compiled)
+                report["artifacts"][os.path.basename(output)] = {"bytes": os.path.getsize(output), "metadata": True}
             write_report(folder, report)
     return report
 
@@ -202,9 +238,7 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
 def main(argv=None):
     args = parse_args(argv)
     settings = config.read(args.read_from)
-    model_path = os.path.join(args.read_from, BEST_MODEL)
-    if not storage.isfile(model_path):
-        raise UserError(f"no trained model in {args.read_from}: {BEST_MODEL} is missing (did training finish an epoch?)")
+    model_path = model_in(args.read_from)
     check_deploy_folder(args.save_to, args.overwrite)
     compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
     if "edgetpu" in args.formats and compiler is None and args.strict:

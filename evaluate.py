@@ -3,13 +3,15 @@
     python evaluate.py --read_from progress/test
     python evaluate.py --read_from progress/test --model_file deploy/test/model.tflite
     python evaluate.py --read_from progress/test --data more_labeled_images/ --save_to evaluation/more
+    python evaluate.py --model_file model.tflite --data labeled_images/     # a model file without its run
 
 By default it evaluates the run's best.keras on the run's own validation images, with the same split,
 preprocessing and --eval_samples sample as deploy.py's report (so an int8 model.tflite scores here exactly
 what deploy_report.json says). With --data it evaluates every labeled item of that source instead, its
 labels matched to the run's classes by name: exactly, then ignoring case, then singular/plural (a folder
 `cats/` scores as the run's `cat`), then as --class_map says; items of classes the run does not know are
-skipped.
+skipped. A model file without its run (--model_file and --data, no --read_from) is evaluated at its own input
+size, with the class names beside it (labels.txt, config.json) or in its own metadata (deploy.py writes them).
 Prints top-1 and top-k accuracy (k = min(5, classes)), the mean crossentropy loss and a per-class table;
 writes metrics.json, confusion_matrix.csv and confusion_matrix.png to --save_to (default:
 RUN_DIR/evaluation/<model file name with '.' as '_'>, e.g. evaluation/best_keras).
@@ -32,8 +34,8 @@ import plots
 import storage
 from datagen import BatchGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import predict_batches
-from predict import check_class_names, check_probabilities, image_classifier, model_path
+from inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
+                       predict_batches)
 from class_match import match_classes
 from reader import FORMATS, DataReader, first_of
 
@@ -145,7 +147,7 @@ def write_confusion_csv(path, matrix, class_names):
 
 def parse_args(argv=None):
     p = ArgumentParser(description="Evaluate a trained model: accuracy, loss, per-class scores, confusion matrix.")
-    p.add_argument("--read_from", required=True, help="run folder written by train.py")
+    p.add_argument("--read_from", help="run folder written by train.py (or give --model_file and --data)")
     p.add_argument("--model_file", help="model to evaluate: .keras, .h5 or .tflite (default: the run's best.keras); "
                                         "a bare file name such as model.tflite is looked up in the run folder")
     p.add_argument("--data", nargs="+", help="labeled images to evaluate instead of the run's validation images "
@@ -160,11 +162,14 @@ def parse_args(argv=None):
                         f"validation images, as deploy.py does; all labeled items of --data)")
     p.add_argument("--save_to", help="folder for metrics.json, confusion_matrix.csv/.png "
                                      "(default: RUN_DIR/evaluation/<model file name with . as _>, "
-                                     "e.g. evaluation/best_keras)")
+                                     "e.g. evaluation/best_keras; without a run, evaluation/<...> here)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --save_to")
     args = p.parse_args(argv)
     if args.class_map and args.data is None:
         p.error("--class_map maps the classes of --data; give --data too")
+    if not args.read_from and not (args.model_file and args.data):
+        p.error("give --read_from RUN_DIR, or --model_file FILE with --data (a model file alone has no "
+                "validation images)")
     return args
 
 
@@ -181,7 +186,7 @@ def class_pairs(text):
 
 
 def output_folder(args, path):
-    folder = args.save_to or os.path.join(args.read_from, "evaluation", os.path.basename(path).replace(".", "_"))
+    folder = args.save_to or os.path.join(args.read_from or ".", "evaluation", os.path.basename(path).replace(".", "_"))
     if storage.isfile(folder):
         raise UserError(f"--save_to {folder} is a file; give a folder")
     if storage.isdir(folder) and storage.listdir(folder) and not args.overwrite:
@@ -242,18 +247,38 @@ def evaluation_batches(args, settings):
     return batches, source
 
 
+def model_settings(classifier):
+    """What evaluating a model file without its run takes from the model: its input, and the class names beside
+    it or in its metadata; batches of 64 and seed 0 for --eval_samples."""
+    class_names, names_from = class_names_beside(classifier.path, classifier.num_classes)
+    if names_from is None:
+        print(f"note: no class names beside {classifier.path} or in it: classes are numbered 0-"
+              f"{classifier.num_classes - 1}")
+    height, width, channels = classifier.input_shape
+    return {"class_names": class_names, "input_size": [height, width], "channels": channels, "batch_size": 64,
+            "seed": 0}
+
+
+def check_run_model(run_dir, settings, classifier):
+    """The model to evaluate must be one of the run: its classes and its input."""
+    check_class_names(classifier, settings["class_names"], os.path.join(run_dir, config.CONFIG_FILE))
+    expected = (*settings["input_size"], settings["channels"])
+    if classifier.input_shape != tuple(expected):
+        raise UserError(f"{classifier.path} takes images {classifier.input_shape} but the run {run_dir} prepares "
+                        f"{tuple(expected)}; evaluate a model of this run")
+
+
 @reports_user_errors
 def main(argv=None):
     args = parse_args(argv)
-    settings = config.read(args.read_from)
-    path = model_path(args.read_from, args.model_file)
+    settings = config.read(args.read_from) if args.read_from else None
+    path = model_in(args.read_from, args.model_file)
     folder = output_folder(args, path)
     classifier = image_classifier(path)
-    check_class_names(classifier, settings["class_names"], os.path.join(args.read_from, config.CONFIG_FILE))
-    expected = (*settings["input_size"], settings["channels"])
-    if classifier.input_shape != tuple(expected):
-        raise UserError(f"{path} takes images {classifier.input_shape} but the run {args.read_from} prepares "
-                        f"{tuple(expected)}; evaluate a model of this run")
+    if settings:
+        check_run_model(args.read_from, settings, classifier)
+    else:
+        settings = model_settings(classifier)
     batches, source = evaluation_batches(args, settings)
     if len(batches.indices) == 0:
         raise UserError("no labeled items to evaluate")
@@ -261,7 +286,8 @@ def main(argv=None):
     probabilities, labels = predict_batches(classifier, batches, desc=f"evaluating {os.path.basename(path)}")
     check_probabilities(classifier, probabilities, len(labels))
     result = metrics(probabilities, labels, settings["class_names"])
-    result = {"model": storage.absolute(path), "kind": classifier.kind, "run": storage.absolute(args.read_from),
+    result = {"model": storage.absolute(path), "kind": classifier.kind,
+              "run": storage.absolute(args.read_from) if args.read_from else None,
               "data": source, **result}
 
     storage.write(os.path.join(folder, METRICS), json.dumps(result, indent=2))

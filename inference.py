@@ -1,25 +1,35 @@
-"""Run any saved classifier the same way: Keras (.keras / .h5) or LiteRT (.tflite, int8 or float).
+"""Run any saved classifier the same way: Keras (.keras / .h5) or LiteRT (.tflite, int8 or float); and find it.
 
 evaluate.py, predict.py, deploy.py's report and the benchmarks all compare artifacts of one model; they can only
 do that fairly if every artifact takes the same input and gives the same output. Here every classifier takes
 float32 images (N, H, W, C) of raw 0-255 pixel values, exactly what the Keras model takes (it normalises inside
 itself), and returns float32 class probabilities (N, num_classes). The int8 model's quantization is applied and
 undone here, with the scale and zero point stored in the model, so no caller has to know about it.
+
+Which file of a run or deploy folder is its model, and where its class names come from, is decided here too, for
+predict, evaluate, deploy, serve and --from_ckpt alike.
 """
+import json
 import os
 import time
 
 import numpy as np
 from tqdm import tqdm
 
+import config
 import console
 import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
 import storage
+import tflite_metadata
+from callbacks import BEST_MODEL
 from errors import UserError, first_line
+from reader import labels_from_text
 
 KERAS_SUFFIXES = (".keras", ".h5")
 TFLITE_SUFFIXES = (".tflite",)
 ACCEPTED = "accepted: .keras or .h5 (Keras), .tflite (LiteRT)"
+LABELS = "labels.txt"  # what makes a folder a deploy folder: one class name per line, in index order
+DEPLOYED_MODEL = "model.tflite"  # a deploy folder's model; a run folder's is its best.keras
 
 
 class Classifier:
@@ -150,6 +160,94 @@ def load_classifier(path):
     if not storage.isfile(path):
         raise UserError(f"no such model file: {path}")
     return _load_keras(path) if suffix in KERAS_SUFFIXES else _load_tflite(path)
+
+
+# --- which model, which class names ------------------------------------------------------------------------
+
+def is_run_folder(folder):
+    return storage.isfile(os.path.join(folder, config.CONFIG_FILE))
+
+
+def is_deploy_folder(folder):
+    return storage.isfile(os.path.join(folder, LABELS)) and not is_run_folder(folder)
+
+
+def model_in(folder, model_file=None):
+    """The model file to load: by default a run folder's best.keras or a deploy folder's model.tflite; a bare
+    `model_file` name (no folder) is looked up in `folder`; a path is taken as it is."""
+    if model_file is not None:
+        if not folder or os.path.dirname(model_file):
+            return model_file
+        path = os.path.join(folder, model_file)
+        if not storage.isfile(path):
+            raise UserError(f"no such model file: {path} (a bare --model_file name is looked up in the run "
+                            f"folder; write ./{model_file} for a file in the current folder)")
+        return path
+    if is_deploy_folder(folder):
+        path = os.path.join(folder, DEPLOYED_MODEL)
+        if not storage.isfile(path):
+            models = [f for f in storage.listdir(folder) if f.endswith(KERAS_SUFFIXES + TFLITE_SUFFIXES)]
+            raise UserError(f"no {DEPLOYED_MODEL} in {folder}; choose one with --model_file "
+                            f"(there: {', '.join(models) or 'none'})")
+        return path
+    path = os.path.join(folder, BEST_MODEL)
+    if not storage.isfile(path):
+        raise UserError(f"no trained model in {folder}: {BEST_MODEL} is missing (did training finish an epoch?)")
+    return path
+
+
+def image_classifier(path):
+    """load_classifier, plus the check that its input is an image with 1 or 3 channels."""
+    classifier = load_classifier(path)
+    shape = classifier.input_shape
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise UserError(f"{path} takes input of shape {shape}; expected images (H, W, C) with 1 or 3 channels")
+    return classifier
+
+
+def check_class_names(classifier, class_names, where):
+    if len(class_names) != classifier.num_classes:
+        raise UserError(f"{classifier.path} predicts {classifier.num_classes} classes but {where} names "
+                        f"{len(class_names)}")
+
+
+def check_probabilities(classifier, probabilities, count):
+    if probabilities.shape != (count, classifier.num_classes):
+        raise UserError(f"{classifier.path} answered with shape {probabilities.shape} for {count} images; "
+                        f"expected ({count}, {classifier.num_classes}): it is not an image classifier")
+
+
+def class_names_beside(path, num_classes):
+    """Class names for a bare model file and where they came from: labels.txt beside it, else config.json
+    beside it, else the model's own metadata (a .tflite from deploy.py carries it), else 0..K-1 (None: nowhere)."""
+    folder = os.path.dirname(storage.absolute(path))
+    labels_path = os.path.join(folder, LABELS)
+    names = labels_from_text(storage.read_text(labels_path)) if storage.isfile(labels_path) else None
+    if names:
+        return names, labels_path
+    config_path = os.path.join(folder, config.CONFIG_FILE)
+    if storage.isfile(config_path):
+        try:
+            names = json.loads(storage.read_text(config_path)).get("class_names")
+        except (ValueError, AttributeError):
+            names = None
+        if isinstance(names, list) and names:
+            return [str(n) for n in names], config_path
+    names = packed_class_names(path)
+    if names:
+        return names, f"{path} (its metadata)"
+    return [str(n) for n in range(num_classes)], None
+
+
+def packed_class_names(path):
+    """The class names in a .tflite model's metadata, or None (another kind of file, or no metadata)."""
+    if not path.endswith(TFLITE_SUFFIXES):
+        return None
+    try:
+        return tflite_metadata.class_names(storage.read_bytes(path))
+    except ValueError as error:  # the model loaded, so its metadata is what is broken
+        print(f"note: {path}: its metadata cannot be read ({error}); classes are numbered")
+        return None
 
 
 def latency_ms(classifier, image, repeats=50, warmup=5):

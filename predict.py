@@ -14,7 +14,6 @@ predicted class index and name; its probability), then `class_2,name_2,prob_2, .
 with --top_k. --kaggle writes the KMLC leaderboard's `Id,Category` (Category = predicted class index).
 The CSV is written to a temporary file beside it and renamed when complete: a failure never leaves a part.
 """
-import json
 import os
 
 import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
@@ -22,11 +21,11 @@ import numpy as np
 
 import config
 import storage
-from callbacks import BEST_MODEL
 from datagen import BatchGenerator
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import load_classifier, predict_batches
-from reader import FORMATS, DataReader, labels_from_text
+from inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
+                       predict_batches)
+from reader import FORMATS, DataReader
 
 
 def parse_args(argv=None):
@@ -52,64 +51,6 @@ def parse_args(argv=None):
     if args.kaggle and args.top_k > 1:
         p.error("--kaggle writes one guess per image (Id,Category); drop --top_k or --kaggle")
     return args
-
-
-# --- shared with evaluate.py: which model file, and a classifier that takes images -----------------------
-
-def model_path(run_dir, model_file):
-    """The model file to load: the run's best.keras by default; a bare name (no folder) is in the run folder."""
-    if model_file is None:
-        path = os.path.join(run_dir, BEST_MODEL)
-        if not storage.isfile(path):
-            raise UserError(f"no trained model in {run_dir}: {BEST_MODEL} is missing "
-                            f"(did training finish an epoch?)")
-        return path
-    if run_dir and not os.path.dirname(model_file):
-        path = os.path.join(run_dir, model_file)
-        if not storage.isfile(path):
-            raise UserError(f"no such model file: {path} (a bare --model_file name is looked up in the run "
-                            f"folder; write ./{model_file} for a file in the current folder)")
-        return path
-    return model_file
-
-
-def image_classifier(path):
-    """load_classifier, plus the check that its input is an image with 1 or 3 channels."""
-    classifier = load_classifier(path)
-    shape = classifier.input_shape
-    if len(shape) != 3 or shape[2] not in (1, 3):
-        raise UserError(f"{path} takes input of shape {shape}; expected images (H, W, C) with 1 or 3 channels")
-    return classifier
-
-
-def check_class_names(classifier, class_names, where):
-    if len(class_names) != classifier.num_classes:
-        raise UserError(f"{classifier.path} predicts {classifier.num_classes} classes but {where} names "
-                        f"{len(class_names)}")
-
-
-def check_probabilities(classifier, probabilities, count):
-    if probabilities.shape != (count, classifier.num_classes):
-        raise UserError(f"{classifier.path} answered with shape {probabilities.shape} for {count} images; "
-                        f"expected ({count}, {classifier.num_classes}): it is not an image classifier")
-
-
-def class_names_beside(path, num_classes):
-    """Class names for a bare model file: labels.txt beside it, else config.json beside it, else 0..K-1."""
-    folder = os.path.dirname(storage.absolute(path))
-    labels_path = os.path.join(folder, "labels.txt")
-    names = labels_from_text(storage.read_text(labels_path)) if storage.isfile(labels_path) else None
-    if names:
-        return names, labels_path
-    config_path = os.path.join(folder, config.CONFIG_FILE)
-    if storage.isfile(config_path):
-        try:
-            names = json.loads(storage.read_text(config_path)).get("class_names")
-        except (ValueError, AttributeError):
-            names = None
-        if isinstance(names, list) and names:
-            return [str(n) for n in names], config_path
-    return [str(n) for n in range(num_classes)], None
 
 
 # --- the predictions -------------------------------------------------------------------------------------
@@ -151,7 +92,7 @@ def main(argv=None):
     check_output_file(args.output_file, args.overwrite)
     if args.read_from:
         settings = config.read(args.read_from)
-        path = model_path(args.read_from, args.model_file)
+        path = model_in(args.read_from, args.model_file)
         class_names, names_from = settings["class_names"], os.path.join(args.read_from, config.CONFIG_FILE)
     else:
         path = args.model_file

@@ -2,6 +2,7 @@
 
     python serve.py --model_dir deploy/run                      # model.tflite (int8) at http://127.0.0.1:8501/
     python serve.py --model_dir progress/run --port 8600        # a run folder's best.keras
+    python serve.py --model_file model.tflite                   # a model file alone: class names from its metadata
     curl -d '{"instances": [{"b64": "'"$(base64 -w0 doodle.png)"'"}]}' localhost:8501/v1/models/run:predict
 
 TensorFlow Serving's API, so clients written for it work unchanged: GET /v1/models/NAME (status),
@@ -24,6 +25,9 @@ import socket
 import time
 
 import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+import requirements
+
+requirements.require(["starlette", "uvicorn"], "requirements-serve.txt", "serve.py")
 import numpy as np
 import uvicorn
 from PIL import Image
@@ -36,14 +40,11 @@ from starlette.routing import Route
 import config
 import storage
 from datagen import prepare
-from deploy import LABELS
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import KERAS_SUFFIXES, TFLITE_SUFFIXES
-from predict import check_class_names, class_names_beside, image_classifier, model_path
+from inference import LABELS, check_class_names, class_names_beside, image_classifier, is_deploy_folder, model_in
 from reader import decode_image
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
-DEPLOYED_MODEL = "model.tflite"
 
 
 def port_number(text):
@@ -55,11 +56,10 @@ def port_number(text):
 def parse_args(argv=None):
     p = ArgumentParser(description="Serve a deploy or run folder over TensorFlow Serving's REST API, "
                                    "with a page at / to draw or drop an image and see the answer.")
-    p.add_argument("--model_dir", required=True, help="deploy folder (deploy.py --save_to) or run folder "
-                                                      "(train.py --save_to)")
+    p.add_argument("--model_dir", help="deploy folder (deploy.py --save_to) or run folder (train.py --save_to)")
     p.add_argument("--model_file", help="model to serve: .tflite, .h5 or .keras (default: a deploy folder's "
                                         "model.tflite, a run folder's best.keras); a bare name is looked up in "
-                                        "--model_dir")
+                                        "--model_dir; alone, its class names come from beside it or its metadata")
     p.add_argument("--model_name", help="NAME in /v1/models/NAME (default: the folder's name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network "
                                                        "(default: %(default)s)")
@@ -73,29 +73,26 @@ def parse_args(argv=None):
                    help="instances in one request (default: %(default)s)")
     p.add_argument("--max_image_pixels", type=positive_int, default=25_000_000,
                    help="width × height of an image, checked before it is decoded (default: %(default)s)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.model_dir and not args.model_file:
+        p.error("give --model_dir (a deploy or run folder) or --model_file (a model file)")
+    return args
 
 
 # --- the model ---------------------------------------------------------------------------------------------
 
 def chosen_model(model_dir, model_file):
-    """The model file to serve from a deploy folder (labels.txt; model.tflite by default) or a run folder
-    (config.json; best.keras by default, as predict.py chooses)."""
+    """The model file to serve from a deploy folder (model.tflite by default) or a run folder (best.keras), or
+    `model_file` alone."""
+    if model_dir is None:
+        return model_file
     if not storage.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} is not a folder; give a deploy folder (deploy.py --save_to) "
                         f"or a run folder (train.py --save_to)")
-    is_deploy = storage.isfile(os.path.join(model_dir, LABELS))
-    if not is_deploy and not storage.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
+    if not is_deploy_folder(model_dir) and not storage.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
         raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no {LABELS}) nor a run folder "
                         f"(no {config.CONFIG_FILE})")
-    if is_deploy and model_file is None:
-        path = os.path.join(model_dir, DEPLOYED_MODEL)
-        if not storage.isfile(path):
-            models = [f for f in storage.listdir(model_dir) if f.endswith(KERAS_SUFFIXES + TFLITE_SUFFIXES)]
-            raise UserError(f"no {DEPLOYED_MODEL} in {model_dir}; choose one with --model_file "
-                            f"(there: {', '.join(models) or 'none'})")
-        return path
-    return model_path(model_dir, model_file)
+    return model_in(model_dir, model_file)
 
 
 class ClassifierPool:
@@ -316,9 +313,11 @@ def listening_socket(host, port):
 def main(argv=None):
     args = parse_args(argv)
     path = chosen_model(args.model_dir, args.model_file)
-    name = args.model_name or os.path.basename(os.path.normpath(args.model_dir))
+    name = args.model_name or os.path.basename(os.path.normpath(args.model_dir or os.path.splitext(path)[0]))
     pool = ClassifierPool(path, args.model_copies)
-    class_names, names_from = class_names_beside(os.path.join(args.model_dir, LABELS), pool.num_classes)
+    # Beside the model file, or in the folder it was named from; a model file alone may carry them in its metadata.
+    names_at = os.path.join(args.model_dir, LABELS) if args.model_dir else path
+    class_names, names_from = class_names_beside(names_at, pool.num_classes)
     check_class_names(pool, class_names, names_from)
     sock = listening_socket(args.host, args.port)
     app = build_app(name, pool, class_names, args.max_request_bytes, args.max_instances, args.max_image_pixels)

@@ -20,6 +20,7 @@ import callbacks
 import config
 import distribute
 import doodles
+import onednn
 import plots
 import storage
 import transfer
@@ -50,14 +51,20 @@ def parse_args(argv=None):
                    help="start from a run folder's best.keras or a .keras/.h5 model: every layer whose name and "
                         "weight shapes match (so another class count is fine); or a .weights.h5 of the same model")
     p.add_argument("--freeze_epochs", type=non_negative_int,
-                   help="train only the output layer for this many epochs, then every layer at "
-                        f"--unfreeze_lr_factor times the learning rate (default: {d['freeze_epochs']})")
+                   help="train only the model's head for this many epochs, at --head_lr_factor times the learning "
+                        "rate, then every layer at --unfreeze_lr_factor times it; without --jitter the frozen base's "
+                        f"features are computed once (default: {d['freeze_epochs']})")
+    p.add_argument("--head_lr_factor", type=positive_float,
+                   help=f"learning rate factor of the frozen epochs (default: {d['head_lr_factor']})")
     p.add_argument("--unfreeze_lr_factor", type=ratio,
                    help=f"learning rate factor once the base is unfrozen (default: {d['unfreeze_lr_factor']})")
-    p.add_argument("--model", choices=list(config.MODELS), help=f"model to train (default: {d['model']})")
+    p.add_argument("--model", choices=list(config.MODELS),
+                   help=f"model to train, with its default input (default: {d['model']}): " + ", ".join(
+                       f"{name} {'x'.join(map(str, spec.input_size))}x{spec.channels}"
+                       for name, spec in config.MODELS.items()))
     p.add_argument("--model_kwargs", type=json_object, help="extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'")
-    p.add_argument("--input_size", type=image_size, help="model input H,W (default: 28,28)")
-    p.add_argument("--channels", type=int, choices=[1, 3], help=f"input channels (default: {d['channels']})")
+    p.add_argument("--input_size", type=image_size, help="model input H,W (default: the model's own, listed at --model)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="input channels (default: the model's own)")
     p.add_argument("--num_epochs", type=positive_int, help=f"epochs to train (default: {d['num_epochs']})")
     p.add_argument("--batch_size", type=positive_int, help=f"batch size (default: {d['batch_size']})")
     p.add_argument("--learning_rate", type=positive_float, help=f"learning rate (default: {d['learning_rate']})")
@@ -111,6 +118,9 @@ def settings_from(args):
         settings = dict(config.DEFAULTS)
         settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
         settings["save_to"] = args.save_to or settings["save_to"]
+        spec = config.MODELS[settings["model"]]
+        settings["input_size"] = settings["input_size"] or list(spec.input_size)
+        settings["channels"] = settings["channels"] or spec.channels
     if settings.get("freeze_epochs", 0) > settings["num_epochs"]:
         raise UserError(f"--freeze_epochs {settings['freeze_epochs']} is more than --num_epochs "
                         f"{settings['num_epochs']}: freeze at most as many epochs as the run trains")
@@ -143,13 +153,17 @@ def write_sample_if_default(settings):
 
 
 def make_optimizer(settings, steps_per_epoch, unfrozen=False):
-    """The optimizer of the whole run or, with --freeze_epochs, of the frozen epochs; `unfrozen`: of the epochs
-    after them, at --unfreeze_lr_factor times the learning rate. A cosine schedule decays over its own epochs."""
+    """The optimizer of the whole run or, with --freeze_epochs, of the frozen epochs, at --head_lr_factor times
+    the learning rate; `unfrozen`: of the epochs after them, at --unfreeze_lr_factor times the learning rate.
+    A cosine schedule decays over its own epochs."""
     freeze_epochs = settings.get("freeze_epochs", 0)
-    learning_rate, epochs = settings["learning_rate"], freeze_epochs or settings["num_epochs"]
-    if unfrozen:
-        learning_rate *= settings["unfreeze_lr_factor"]
+    if not freeze_epochs:
+        learning_rate, epochs = settings["learning_rate"], settings["num_epochs"]
+    elif unfrozen:
+        learning_rate = settings["learning_rate"] * settings["unfreeze_lr_factor"]
         epochs = settings["num_epochs"] - freeze_epochs
+    else:  # a run folder from before --head_lr_factor trained its head at the learning rate itself
+        learning_rate, epochs = settings["learning_rate"] * settings.get("head_lr_factor", 1.0), freeze_epochs
     if settings.get("lr_schedule", "constant") == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
     # Keras applies weight decay decoupled from the gradient (Adam with it is AdamW); 0 means none.
@@ -165,7 +179,7 @@ def compiled_model(settings, steps_per_epoch, epochs_done=0):
         transfer.load_checkpoint(model, settings["from_ckpt"])
     frozen = transfer.frozen_at(settings, epochs_done)
     if frozen:
-        transfer.freeze_base(model)
+        transfer.freeze_base(model, config.MODELS[settings["model"]].head)
     unfrozen = settings.get("freeze_epochs", 0) > 0 and not frozen
     model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen),
                   loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
@@ -177,7 +191,8 @@ def unfreezing(settings, steps_per_epoch):
     freeze_epochs = settings.get("freeze_epochs", 0)
     if not 0 < freeze_epochs < settings["num_epochs"]:
         return []
-    return [transfer.UnfreezeBase(freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True))]
+    return [transfer.UnfreezeBase(freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True),
+                                  config.MODELS[settings["model"]].head)]
 
 
 def trim_history(run_dir, epochs):
@@ -209,14 +224,20 @@ def nothing_learned(model, val_gen, best_accuracy, single_process=True):
 
 
 @reports_user_errors
-def main(argv=None, extra_callbacks=()):
-    """Train; returns the trained model (for scripts, tests and tune.py, whose pruning is an extra callback)."""
+def main(argv=None):
+    """Train as the command line says; returns the trained model (for scripts and tests)."""
     args = parse_args(argv)
     cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
-    settings = settings_from(args)
+    settings = dict(settings_from(args), distribute=args.distribute)
+    return run(settings, args.resume, args.overwrite, cluster)
+
+
+def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), extra_callbacks=()):
+    """Train on `settings` (settings_from's) into settings["save_to"]: the one path of train.py and tune.py's
+    trials (whose pruning is an extra callback). A user error is a UserError, before anything is written."""
     run_dir = settings["save_to"]
     if cluster.is_chief:
-        check_run_folder(run_dir, args.overwrite, args.resume)
+        check_run_folder(run_dir, overwrite, resume)
         write_sample_if_default(settings)
     train_reader, val_reader = open_run_data(settings)
     train_gen, val_gen = run_batches(settings, train_reader, val_reader, shard=cluster.process_id,
@@ -225,19 +246,20 @@ def main(argv=None, extra_callbacks=()):
     settings.update(class_names=train_reader.class_names, data_format=train_reader.fmt,
                     data=[os.path.abspath(p) for p in settings["data"]],
                     val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None,
-                    distribute=args.distribute, num_processes=cluster.num_processes)
-    distribute.start(args.distribute, cluster)
+                    num_processes=cluster.num_processes)
+    distribute.start(settings.get("distribute", "none"), cluster)
     settings["dtype_policy"] = dtype_policy(settings.get("mixed_precision", False))
     keras.mixed_precision.set_global_policy(settings["dtype_policy"])
     keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model
-    done = callbacks.epochs_done(run_dir) if args.resume else 0
+    done = callbacks.epochs_done(run_dir) if resume else 0
     model = compiled_model(settings, len(train_gen), done)
+    onednn.check(model)
     print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
           f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
           + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))
 
     best_so_far = None
-    if args.resume:
+    if resume:
         callbacks.restore(model, run_dir)
         if cluster.is_chief:
             history = trim_history(run_dir, done)
@@ -249,13 +271,18 @@ def main(argv=None, extra_callbacks=()):
 
     # Saving a distributed model is collective: every process saves, but only process 0 into the run folder.
     writes_to = run_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"process{cluster.process_id}-")
-    # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
-    # Python's global random state, which a resumed run does not share with the run it continues.
-    model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done, shuffle=False,
-              verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
-              callbacks=unfreezing(settings, len(train_gen)) + callbacks.get(
-                  writes_to, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
-                  best_so_far) + list(extra_callbacks))
+    run_callbacks = unfreezing(settings, len(train_gen)) + callbacks.get(
+        writes_to, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
+        best_so_far) + list(extra_callbacks)
+    if transfer.head_on_cached_features(settings, done, cluster.num_processes):
+        done = transfer.fit_head_on_features(model, config.MODELS[settings["model"]].head, train_gen, val_gen, done,
+                                             settings["freeze_epochs"], settings["num_epochs"], run_callbacks)
+    if done < settings["num_epochs"] and not model.stop_training:
+        # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
+        # Python's global random state, which a resumed run does not share with the run it continues.
+        model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
+                  shuffle=False, verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
+                  callbacks=run_callbacks)
     if not cluster.is_chief:
         shutil.rmtree(writes_to)
         print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")

@@ -4,19 +4,24 @@ A model trained on other classes (or on the same ones) shares every layer but it
 model. Layers are matched by name and weight shapes; Keras names them the same in every fresh process, so a
 run's best.keras fits a new run of the same model whatever its class count, and only the head starts anew.
 
-Freezing follows the standard Keras fine-tuning recipe: first only the output layer trains on top of the
-frozen base (every other layer with weights), whose BatchNorm layers then run in inference mode, so the random
-head cannot wreck the pretrained features; then everything trains, with a fresh optimizer at
+Freezing follows the standard Keras fine-tuning recipe: first only the head (the layers the model's SPEC names)
+trains on top of the frozen base (every other layer with weights), whose BatchNorm layers then run in inference
+mode, so the random head cannot wreck the pretrained features; then everything trains, with a fresh optimizer at
 `unfreeze_lr_factor` times the learning rate, small steps that refine the features rather than replace them.
+
+While the base is frozen and nothing varies between epochs (no jitter), its output for an image is the same every
+epoch, and computing it is nearly all the cost of an epoch on a CPU. So then the frozen epochs compute it once per
+image and train the head alone on those features, in the same batches and order, with the run's callbacks acting
+on the whole model (history, checkpoints, the backup --resume needs). A Dropout before the head is not applied
+to the cached features (it runs only in the uncached path).
 """
-import os
+import copy
 
 import keras
+import numpy as np
+from tqdm import tqdm
 
-import config
 import inference
-import storage
-from callbacks import BEST_MODEL
 from errors import UserError
 
 
@@ -35,8 +40,8 @@ def shapes(layer):
 
 def source_model(path):
     """The model --from_ckpt names: a run folder's best.keras, or a .keras / .h5 model file."""
-    if storage.isfile(os.path.join(path, config.CONFIG_FILE)):
-        path = os.path.join(path, BEST_MODEL)
+    if inference.is_run_folder(path):
+        path = inference.model_in(path)
     elif not path.endswith(inference.KERAS_SUFFIXES):
         raise UserError(f"--from_ckpt {path}: expected a run folder, a .keras or .h5 model, or a .weights.h5 file")
     return inference.load_classifier(path).model
@@ -76,17 +81,28 @@ def load_matching(model, source, path):
           + (f"; not loaded: {', '.join(skipped)}" if skipped else ""))
 
 
-def base_layers(model):
-    """What --freeze_epochs freezes: every layer with weights except the output layer (the head)."""
-    return [layer for layer in model.layers[:-1] if layer.weights]
+def head_and_base(model, head):
+    """(head, base): the layers named in `head` (the model's SPEC.head: a chain of layers that ends the model),
+    and every other layer with weights (a nested model, such as a MobileNet's backbone, counts as one). What
+    --freeze_epochs trains first, and freezes."""
+    names = [layer.name for layer in model.layers]
+    if list(head) != names[len(names) - len(head):]:
+        raise UserError(f"--freeze_epochs: {model.name} declares the head {', '.join(head)}, but its last layers "
+                        f"are {', '.join(names[-len(head) - 1:])}; SPEC.head names the layers that end the model, "
+                        f"in order, as its construct() names them")
+    return ([layer for layer in model.layers if layer.name in head],
+            [layer for layer in model.layers if layer.name not in head and layer.weights])
 
 
-def freeze_base(model):
-    base = base_layers(model)
-    if not base:
-        raise UserError(f"--freeze_epochs: {model.name} has no layers with weights before its output layer, "
-                        f"so there is no base to freeze; train it without --freeze_epochs")
-    for layer in base:
+def freeze_base(model, head):
+    trained, frozen = head_and_base(model, head)
+    if not any(layer.weights for layer in trained):
+        raise UserError(f"--freeze_epochs: the head of {model.name} ({', '.join(head)}) has no weights, so nothing "
+                        f"would train while the base is frozen; name its Dense layer in SPEC.head")
+    if not frozen:
+        raise UserError(f"--freeze_epochs: {model.name} has no layers with weights outside its head "
+                        f"({', '.join(head)}), so there is no base to freeze; train it without --freeze_epochs")
+    for layer in frozen:
         layer.trainable = False
 
 
@@ -103,14 +119,14 @@ class UnfreezeBase(keras.callbacks.Callback):
     A fresh optimizer, because the frozen phase's holds state only for the head; it is built over every
     variable now, so the backup of every later epoch has the same shape and --resume restores it."""
 
-    def __init__(self, freeze_epochs, optimizer):
+    def __init__(self, freeze_epochs, optimizer, head):
         super().__init__()
-        self.freeze_epochs, self.optimizer = freeze_epochs, optimizer
+        self.freeze_epochs, self.optimizer, self.head = freeze_epochs, optimizer, head
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.freeze_epochs:
             return
-        for layer in base_layers(self.model):
+        for layer in head_and_base(self.model, self.head)[1]:
             layer.trainable = True
         optimizer = self.optimizer
         if isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer):  # as compile() wraps it
@@ -119,3 +135,54 @@ class UnfreezeBase(keras.callbacks.Callback):
         self.model.optimizer = optimizer
         self.model.make_train_function(force=True)  # the compiled step still updates only the head
         print(f"epoch {epoch + 1}: base unfrozen; every layer trains from here at the lower learning rate")
+
+
+# --- the frozen epochs on cached features ------------------------------------------------------------------
+
+def head_on_cached_features(settings, epochs_done, num_processes):
+    """Whether the frozen epochs still to run can train the head on features computed once: nothing varies
+    between epochs (no jitter), and this process holds all the data."""
+    freeze_epochs = settings.get("freeze_epochs", 0)
+    return epochs_done < freeze_epochs and not settings["jitter"] and num_processes == 1
+
+
+def feature_batches(feature_model, batches):
+    """A copy of `batches` serving each item's features (computed here, once) in place of its image: the same
+    batches in the same order every epoch. The images prepared on the way stay in `batches`' own cache."""
+    features = {}
+    for start in tqdm(range(0, len(batches.indices), batches.batch_size), unit="batch", disable=None,
+                      desc=f"features of the frozen base ({batches.mode})"):
+        chosen = batches.indices[start:start + batches.batch_size]
+        features.update(zip(chosen, np.asarray(feature_model.predict_on_batch(batches.prepared(chosen)))))
+    cached = copy.copy(batches)
+    cached.cache, cached.cache_room, cached.augmenter = features, 0, None
+    return cached
+
+
+def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_epochs, num_epochs, run_callbacks):
+    """Train the head for the frozen epochs from `epochs_done` on, as model.fit would (same optimizer, batches
+    and callbacks), but on features computed once; returns the epochs done."""
+    first = model.get_layer(head[0])
+    feature_model = keras.Model(model.inputs, first.input)  # before the head model adds nodes to the head layers
+    train_features, val_features = feature_batches(feature_model, train_gen), feature_batches(feature_model, val_gen)
+    inputs = keras.Input(shape=first.input.shape[1:])
+    outputs = inputs
+    for name in head:
+        outputs = model.get_layer(name)(outputs)
+    trainer = keras.Model(inputs, outputs)  # shares the head's layers, so the model learns what it learns
+    trainer.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    hooks = keras.callbacks.CallbackList(run_callbacks, model=model)
+    hooks.on_train_begin()
+    logs = {}
+    for epoch in range(epochs_done, freeze_epochs):
+        hooks.on_epoch_begin(epoch)
+        train_features.epoch = epoch
+        history = trainer.fit(train_features, validation_data=val_features, epochs=1, shuffle=False, verbose=0)
+        logs = {key: float(values[-1]) for key, values in history.history.items()}
+        print(f"Epoch {epoch + 1}/{num_epochs} (head alone, on features cached from the frozen base): "
+              + " - ".join(f"{key}: {value:.4f}" for key, value in sorted(logs.items())), flush=True)
+        hooks.on_epoch_end(epoch, logs)
+        if model.stop_training:  # early stopping, or tune.py's pruner
+            break
+    hooks.on_train_end(logs)
+    return epoch + 1

@@ -2,9 +2,10 @@
 
     python tune.py --data DATA --save_to progress/tune --trials 30 [--timeout S] [--space FILE] [train.py flags]
 
-The search space is data: spaces/<model>.json by default, or --space FILE. Each entry names a train.py setting
-(`learning_rate`, `batch_size`, `jitter`, ...) or a model argument (`model_kwargs.dropout`) with its type and
-range. Trial N trains into SAVE_TO/trial_NNN through train.main, the code path of the command line, so deploy.py,
+The search space is data: by default TRAINING_SPACE below plus what the model's SPEC declares (models/<name>.py),
+or a JSON file given as --space FILE. Each entry names a train.py setting (`learning_rate`, `batch_size`, `jitter`,
+...) or a model argument (`model_kwargs.dropout`) with its type and range. Trial N trains into SAVE_TO/trial_NNN
+through train.run, the code path of the command line, so deploy.py,
 evaluate.py and --resume accept every trial folder. Every epoch's val_accuracy goes to Optuna, whose median
 pruner stops a trial that trails the earlier ones at the same epoch.
 
@@ -22,8 +23,12 @@ import time
 import warnings
 
 import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+import requirements
+
+requirements.require(["optuna"], "requirements-tune.txt", "tune.py")
 import keras
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 import callbacks
@@ -33,7 +38,6 @@ import train
 from datagen import open_run_data
 from errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
-SPACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
 MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage and fixed train.py flags
 STUDY_NAME = "tune"
 HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
@@ -43,6 +47,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial does not c
 MANAGED_FLAGS = ("--save_to", "--resume", "--overwrite")
 NOT_SEARCHABLE = {"data", "data_format", "val_data", "classes", "save_to", "model", "model_kwargs", "from_ckpt"}
 TYPES = ("float", "int", "categorical")
+# What every model's search covers unless its SPEC.space replaces an entry; SPEC.space adds the model's arguments.
+TRAINING_SPACE = {
+    "learning_rate": {"type": "float", "low": 0.0003, "high": 0.003, "log": True},
+    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
+    "jitter": {"type": "categorical", "choices": [False, True]},
+}
 # Heartbeats have been "experimental" in Optuna since 2.8 and are what it recommends for failed processes.
 for experimental in ("Argument ``heartbeat_interval`` is an experimental feature",
                      "RetryHeartbeatStaleTrialCallback is experimental",
@@ -57,7 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--trials", type=positive_int, default=20, help="trials in the study, all processes together "
                                                                    "(default: %(default)s)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
-    p.add_argument("--space", help="search space JSON (default: spaces/<model>.json)")
+    p.add_argument("--space", help="search space JSON (default: the training settings plus the model's own entries, "
+                                   "as its SPEC in models/<name>.py declares; tune.json records the space used)")
     p.add_argument("--storage", help="Optuna RDB URL shared by several tune.py processes, e.g. "
                                      "postgresql://user:pass@host/db (default: sqlite in --save_to)")
     p.add_argument("--workers", type=positive_int, default=1,
@@ -73,32 +84,40 @@ def parse_args(argv=None):
 
 
 def train_args(flags):
-    """train.py's reading of `flags` (a bad flag is its one-line error and exit 2)."""
-    return train.parse_args([*flags, "--save_to", "unused"])
+    """train.py's reading of `flags` (a bad flag is its one-line error and exit 2); the last --save_to wins."""
+    return train.parse_args(["--save_to", "unused", *flags])
 
 
 # --- the search space ------------------------------------------------------------------------------------------
 
 def searchable(model):
-    """Names a space may use: train.py settings, and model_kwargs.<argument of the model's construct()>."""
+    """Names a space may use: train.py settings, and model_kwargs.<named argument of the model's construct()>."""
     settings = [name for name in config.DEFAULTS if name not in NOT_SEARCHABLE]
-    arguments = list(inspect.signature(config.MODELS[model]).parameters)[2:]  # after input_shape, num_classes
-    return settings + [f"model_kwargs.{argument}" for argument in arguments]
+    parameters = list(inspect.signature(config.MODELS[model].construct).parameters.values())[2:]  # after the shapes
+    return settings + [f"model_kwargs.{p.name}" for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
 
-def read_space(path, model):
-    """The space file as {name: spec}, every entry checked: a bad one is a UserError naming it."""
+def model_space(model):
+    """The default search: TRAINING_SPACE with the model's declared entries added or replacing its own."""
+    return {**TRAINING_SPACE, **config.MODELS[model].space}
+
+
+def read_space(path):
     try:
-        space = json.loads(storage.read_text(path))
+        return json.loads(storage.read_text(path))
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read the search space {path}: {error}") from None
+
+
+def check_space(space, where, model):
+    """Every entry checked: a bad one is a UserError naming `where` (the file, or the model's SPEC) and it."""
     if not isinstance(space, dict) or not space:
-        raise UserError(f"{path}: a search space is a non-empty JSON object of name: {{\"type\": ...}}")
+        raise UserError(f"{where}: a search space is a non-empty JSON object of name: {{\"type\": ...}}")
     valid = searchable(model)
     for name, spec in space.items():
         if name not in valid:
-            raise UserError(f"{path}: unknown parameter '{name}' for {model}; searchable: {', '.join(valid)}")
-        check_spec(f"{path}: {name}", spec)
+            raise UserError(f"{where}: unknown parameter '{name}' for {model}; searchable: {', '.join(valid)}")
+        check_spec(f"{where}: {name}", spec)
     return space
 
 
@@ -183,8 +202,8 @@ def make_objective(save_to, space, fixed_flags, fixed_kwargs):
         trial.set_user_attr("run_folder", run_dir)
         reporter = ReportToOptuna(trial)
         keras.backend.clear_session()  # fresh layer names and memory for each run in this process
-        train.main.__wrapped__([*fixed_flags, *as_flags(params, fixed_kwargs), "--save_to", run_dir],
-                               extra_callbacks=[reporter])
+        flags = [*fixed_flags, *as_flags(params, fixed_kwargs), "--save_to", run_dir]
+        train.run(train.settings_from(train_args(flags)), extra_callbacks=[reporter])
         accuracies = [float(row["val_accuracy"]) for row in callbacks.read_history(run_dir)]
         trial.set_user_attr("epochs", len(accuracies))
         if reporter.pruned_at:
@@ -203,6 +222,14 @@ def announce(study, trial):
 
 # --- the study ----------------------------------------------------------------------------------------------------
 
+def without_password(url):
+    """The URL to print: an error message must not show the database password."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: nothing in it to hide
+        return url
+
+
 def open_study(url, attempts=3):
     """The study in `url`, created if new. Processes that start together race to create its tables, so a
     failure is tried again before it counts."""
@@ -216,7 +243,8 @@ def open_study(url, attempts=3):
                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
         except Exception as error:  # a bad URL, a missing driver, a server that does not answer
             if attempt + 1 == attempts:
-                raise UserError(f"cannot open the study storage {url}: {first_line(error)}") from None
+                raise UserError(f"cannot open the study storage {without_password(url)}: {first_line(error)}") \
+                    from None
             time.sleep(1 + attempt)
 
 
@@ -328,10 +356,12 @@ def main(argv=None):
     args = parse_args(argv)
     fixed = train_args(args.train_flags)
     model = fixed.model or config.DEFAULTS["model"]
-    space_path = args.space or os.path.join(SPACES, f"{model}.json")
-    space = read_space(space_path, model)
+    space = check_space(read_space(args.space) if args.space else model_space(model),
+                        args.space or f"the search space of models/{model}.py", model)
     check_against_train(space, args.train_flags, fixed.model_kwargs or {})
-    open_run_data(train.settings_from(fixed))  # missing or unreadable data: before anything is written
+    settings = train.settings_from(fixed)
+    train.write_sample_if_default(settings)  # as train.run does: no --data means the synthetic sample
+    open_run_data(settings)  # missing or unreadable data: before anything is written
     save_to = os.path.abspath(args.save_to)
     url = args.storage or f"sqlite:///{os.path.join(save_to, 'study.db')}"
     marker = {"storage": url, "train_flags": args.train_flags, "space": space}

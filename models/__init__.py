@@ -1,1 +1,53 @@
-"""Model files: each exposes construct(input_shape, num_classes, **kwargs) -> keras.Model (see config.MODELS)."""
+"""Model files: each declares SPEC = ModelSpec(...) beside its construct(); config.MODELS lists them by name.
+
+The declaration is everything the rest of the template needs from a model: train.py's default input, the head
+that --freeze_epochs trains first, a size small enough for the tests, and what tune.py searches. Nothing else
+in the template (tests included) names a model, so adding one is a file here plus its name in config.py.
+"""
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model declares; construct(input_shape, num_classes, **kwargs) -> keras.Model on raw 0-255 pixels."""
+
+    construct: Callable
+    input_size: tuple  # (H, W) when --input_size is not given
+    channels: int  # 1 or 3, when --channels is not given
+    head: tuple  # names of the layers --freeze_epochs trains first; every other layer with weights is the base
+    test_size: dict  # {"input_size": (H, W), "kwargs": {...}}: the model small enough to train in a test
+    space: dict = field(default_factory=dict)  # tune.py entries added to (or replacing) tune.py's derived space
+
+    def __post_init__(self):
+        problems = []
+        if not callable(self.construct):
+            problems.append("construct must be the model's construct function")
+        if len(self.input_size) != 2 or not all(isinstance(d, int) and d > 0 for d in self.input_size):
+            problems.append(f"input_size must be (H, W), got {self.input_size!r}")
+        if self.channels not in (1, 3):
+            problems.append(f"channels must be 1 or 3, got {self.channels!r}")
+        if isinstance(self.head, str) or not self.head or not all(isinstance(n, str) for n in self.head):
+            problems.append(f"head must be a tuple of layer names, got {self.head!r}")
+        if not isinstance(self.test_size, dict) or "input_size" not in self.test_size:
+            problems.append(f"test_size must be a dict with input_size (and kwargs), got {self.test_size!r}")
+        if problems:
+            raise TypeError(f"ModelSpec of {getattr(self.construct, '__module__', '?')}: {'; '.join(problems)}")
+
+    def test_model(self, num_classes, channels=None):
+        """The model at its test size, for `channels` (default: its own)."""
+        shape = (*self.test_size["input_size"], channels or self.channels)
+        return self.construct(shape, num_classes, **self.test_size.get("kwargs", {}))
+
+
+def registry(names):
+    """{name: the SPEC of models/<name>.py}; a file without one is a TypeError that says what to add."""
+    specs = {}
+    for name in names:
+        spec = getattr(importlib.import_module(f"models.{name}"), "SPEC", None)
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"models/{name}.py has no SPEC: declare SPEC = ModelSpec(construct, input_size, channels, "
+                            f"head, test_size) beside construct() (see models/quickdraw_cnn.py)")
+        specs[name] = spec
+    return specs

@@ -6,6 +6,8 @@ real model must beat. It also compiles for the Edge TPU (a single fully connecte
 import keras
 from keras import layers
 
+from models import ModelSpec
+
 
 def construct(input_shape, num_classes):
     """Build the baseline; inputs are raw 0-255 pixels like every other model."""
@@ -13,9 +15,11 @@ def construct(input_shape, num_classes):
     x = layers.Rescaling(1.0 / 255)(inputs)
     x = layers.Flatten()(x)
     # float32 even under mixed precision: the softmax and the loss need its range.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(x)
     return keras.Model(inputs, outputs, name="logistic")
 
 
-if __name__ == "__main__":
-    construct((28, 28, 1), 10).summary()
+SPEC = ModelSpec(construct, input_size=(28, 28), channels=1, head=("classifier",),
+                 test_size={"input_size": (28, 28)},
+                 space={"learning_rate": {"type": "float", "low": 0.0001, "high": 0.01, "log": True}})
+

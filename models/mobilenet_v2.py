@@ -8,10 +8,7 @@ into ~/.keras/models/), a path starts from a local weights file, and None (the d
 
 import keras
 
-try:
-    from models.pretrained_head import backbone, classifier
-except ModuleNotFoundError:  # run as a script, `python models/mobilenet_xx.py`: models/ itself is on the path
-    from pretrained_head import backbone, classifier
+from models.pretrained_head import backbone, classifier, spec
 
 
 def construct(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2, bn_momentum=0.9):
@@ -20,5 +17,4 @@ def construct(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2, bn
     return classifier(base, input_shape, num_classes, dropout, name="mobilenet_v2")
 
 
-if __name__ == "__main__":
-    construct((224, 224, 3), 2).summary()
+SPEC = spec(construct, alphas=(0.35, 0.5, 0.75, 1.0), test_alpha=0.35)

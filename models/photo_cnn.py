@@ -10,6 +10,8 @@ BatchNorm folds into the convolutions in the int8 model.
 import keras
 from keras import layers
 
+from models import ModelSpec
+
 
 def batch_norm(x, momentum):
     # Momentum 0.9 (Keras: 0.99): the statistics used at validation time catch up within the few dozen
@@ -18,8 +20,11 @@ def batch_norm(x, momentum):
 
 
 def residual_block(x, filters, momentum):
-    """Two separable 3x3 convolutions, then halve the resolution; a strided 1x1 shortcut around both."""
-    shortcut = batch_norm(layers.Conv2D(filters, 1, strides=2, use_bias=False)(x), momentum)
+    """Two separable 3x3 convolutions, then halve the resolution; a subsampled 1x1 shortcut around both."""
+    # Every other pixel, then a 1x1 convolution: the same as a 1x1 convolution of stride 2, which crashes
+    # TensorFlow's oneDNN kernel on narrow inputs on some CPUs (onednn.py).
+    subsampled = layers.MaxPooling2D(1, strides=2)(x)
+    shortcut = batch_norm(layers.Conv2D(filters, 1, use_bias=False)(subsampled), momentum)
     x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)  # no bias: BatchNorm has one
     x = layers.ReLU()(batch_norm(x, momentum))
     x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
@@ -41,9 +46,15 @@ def construct(input_shape, num_classes, stem=32, filters=(64, 128, 256, 512), dr
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
     # float32 even under mixed precision: the softmax and the loss need its range.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(x)
     return keras.Model(inputs, outputs, name="photo_cnn")
 
 
-if __name__ == "__main__":
-    construct((128, 128, 3), 2).summary()
+SPEC = ModelSpec(
+    construct, input_size=(96, 96), channels=3, head=("classifier",),
+    test_size={"input_size": (32, 32), "kwargs": {"stem": 8, "filters": (8, 16)}},
+    space={"learning_rate": {"type": "float", "low": 0.0003, "high": 0.003, "log": True},
+           "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+           "model_kwargs.dropout": {"type": "float", "low": 0.2, "high": 0.6},
+           "model_kwargs.filters": {"type": "categorical", "choices": [[32, 64, 128, 256], [64, 128, 256, 512]]}})
+

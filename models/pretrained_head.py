@@ -1,6 +1,6 @@
 """What the models built on a Keras application (MobileNet v1/v2) share: the base with its weights, and the head.
 
-A new model on another Keras application backbone needs only its own construct() calling these two.
+A new model on another Keras application backbone needs only its own construct() calling the first two, and spec().
 """
 import contextlib
 import os
@@ -10,6 +10,10 @@ from keras import layers
 # Keras applications fetch their ImageNet weights through this module's get_file; watching that one call
 # is how a failed download can name the exact file Keras wanted without recomputing its name here.
 from keras.src.utils import file_utils
+
+from models import ModelSpec
+
+HEAD = "classifier"  # the output layer's name: what --freeze_epochs trains first (each model's SPEC.head)
 
 
 def checked_weights(weights):
@@ -64,5 +68,16 @@ def classifier(base, input_shape, num_classes, dropout, name):
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
     # float32 even under mixed precision: the softmax and the loss need its range.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD)(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def spec(construct, alphas, test_alpha):
+    """The declaration of a model on a Keras application: 224x224 RGB, the pooled head, its widths searched."""
+    return ModelSpec(
+        construct, input_size=(224, 224), channels=3, head=(HEAD,),
+        test_size={"input_size": (32, 32), "kwargs": {"alpha": test_alpha}},
+        space={"learning_rate": {"type": "float", "low": 0.0001, "high": 0.003, "log": True},
+               "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+               "model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5},
+               "model_kwargs.alpha": {"type": "categorical", "choices": list(alphas)}})

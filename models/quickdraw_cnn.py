@@ -9,6 +9,8 @@ Copy this file as the starting point for your own model.
 import keras
 from keras import layers
 
+from models import ModelSpec
+
 
 def conv_block(x, filters, convs):
     """3x3 convolutions + BatchNorm + ReLU, then halve the resolution."""
@@ -37,9 +39,13 @@ def construct(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, 
         x = layers.Dense(dense_units, activation="relu")(x)
         x = layers.Dropout(dropout)(x)
     # float32 even under mixed precision: the softmax and the loss need its range.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(x)
     return keras.Model(inputs, outputs, name="quickdraw_cnn")
 
 
-if __name__ == "__main__":
-    construct((28, 28, 1), 9).summary()
+SPEC = ModelSpec(
+    construct, input_size=(28, 28), channels=1, head=("classifier",),
+    test_size={"input_size": (28, 28), "kwargs": {"filters": (8, 16), "dense_units": 16}},
+    space={"model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5},
+           "model_kwargs.filters": {"type": "categorical", "choices": [[16, 32, 64], [32, 64, 128], [48, 96, 192]]}})
+

@@ -8,14 +8,12 @@ import pytest
 import config
 import deploy
 import edgetpu
+import tflite_metadata
 import train
 from conftest import exit_code, write_npy
 from datagen import ImageGenerator
 from reader import DataReader
 
-SIZES = {"quickdraw_cnn": ((28, 28, 1), {}), "logistic": ((28, 28, 1), {}),
-         "mobilenet_v1": ((32, 32, 1), {"alpha": 0.25}), "mobilenet_v2": ((32, 32, 3), {"alpha": 0.35}),
-         "photo_cnn": ((32, 32, 3), {"stem": 8, "filters": (8, 16)})}
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +26,11 @@ def run_dir(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("name", list(config.MODELS))
 def test_every_registered_model_converts_to_a_full_int8_edgetpu_ready_model(name, tmp_path):
-    assert set(SIZES) == set(config.MODELS), "give every registered model a small test size here"
-    shape, kwargs = SIZES[name]
-    model = config.MODELS[name](shape, 4, **kwargs)
+    spec = config.MODELS[name]
+    model = spec.test_model(4)
+    shape = (*spec.test_size["input_size"], spec.channels)
     images = DataReader(write_npy(str(tmp_path / "npy"), {"a": 20, "b": 20}))
     calibration = ImageGenerator(images, shape[:2], shape[2], limit=16)
     path = tmp_path / "model.tflite"
@@ -59,6 +57,14 @@ def test_deploy_writes_every_artifact_and_a_report_that_proves_them(run_dir, tmp
     assert "not found" in report["edgetpu_compiler"]["skipped"] and "apt" in report["edgetpu_compiler"]["skipped"]
     printed = capsys.readouterr().out
     assert "model.tflite" in printed and "edgetpu_compiler not found" in printed
+    # The model describes itself: its name, input and class names are inside it, and the report says so.
+    metadata = tflite_metadata.read(open(os.path.join(out, "model.tflite"), "rb").read())
+    assert metadata["class_names"] == ["apple", "bicycle", "cat"] and metadata["name"] == "run"
+    assert metadata["input"]["color_space"] == "GRAYSCALE" and metadata["input"]["range"] == [0.0, 255.0]
+    assert metadata["version"] == json.load(open(os.path.join(run_dir, "config.json")))["started"]
+    assert report["metadata"]["classes"] == 3 and report["metadata"]["description"] == metadata["description"]
+    assert report["metadata"]["mediapipe_image_classifier"].startswith("refuses it (it takes only 3- or 4-channel")
+    assert "  metadata  name, input (28x28 GRAYSCALE, 0-255) and 3 class names inside model.tflite" in printed
 
 
 def fake_compiler(folder, body):
@@ -93,7 +99,8 @@ def test_deploy_runs_an_installed_compiler_and_reads_its_result(run_dir, tmp_pat
     compiled = json.load(open(os.path.join(out, "deploy_report.json")))["edgetpu_compiler"]
     assert compiled["ok"] is True and compiled["ops_on_edgetpu"] == 14 and compiled["ops_on_cpu"] == 1
     assert compiled["version"] == "16.0.384591198"
-    assert os.path.isfile(os.path.join(out, "model_edgetpu.tflite"))
+    compiled_model = open(os.path.join(out, "model_edgetpu.tflite"), "rb").read()
+    assert tflite_metadata.class_names(compiled_model) == ["apple", "bicycle", "cat"]  # written again after compiling
     assert os.path.isfile(os.path.join(out, "model_edgetpu.log"))
     assert not os.path.exists(os.path.join(out, "model.h5"))
 
@@ -159,7 +166,9 @@ def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edg
                             "model.tflite": {"bytes": 1000, "accuracy": 0.885, "latency_ms": 0.5}},
               "tflite_check": {"ops": [{"op": "CONV_2D"}] * 3 + [elu], "first_unsupported": elu,
                                "problems": ["first op the Edge TPU cannot run: ELU"]},
-              "edgetpu_compiler": {"ok": True, "ops_on_edgetpu": 3, "ops_on_cpu": 2}}
+              "edgetpu_compiler": {"ok": True, "ops_on_edgetpu": 3, "ops_on_cpu": 2},
+              "metadata": {"classes": 2, "input": {"width": 96, "height": 64, "color_space": "RGB"},
+                           "mediapipe_image_classifier": "names its classes (category_name, from the packed labels.txt)"}}
     assert deploy.summary_lines(report) == [
         "summary, on 200 validation images:",
         "  size      model.tflite is 25% of model.h5 (1,000 vs 4,000 bytes)",
@@ -167,6 +176,8 @@ def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edg
         "  speed     int8 0.500 ms vs float 2.000 ms per image: 4.0x faster",
         "  Edge TPU  not all ops mapped: op #3 ELU is the first the Edge TPU cannot run (not in the Edge TPU op "
         "table); it and all after it run on the CPU; compiled: 3 ops on the Edge TPU, 2 on the CPU",
+        "  metadata  name, input (96x64 RGB, 0-255) and 2 class names inside model.tflite; MediaPipe's "
+        "ImageClassifier names its classes (category_name, from the packed labels.txt)",
     ]
     report["tflite_check"].update(first_unsupported=None, problems=[], ops=[{"op": "CONV_2D"}] * 4)
     report["artifacts"]["model.tflite"]["latency_ms"] = 4.0
@@ -175,4 +186,6 @@ def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edg
         "  speed     int8 4.000 ms vs float 2.000 ms per image: 2.0x slower",
         "  Edge TPU  all 4 ops mapped; edgetpu_compiler not found, so not compiled (deploy_report.json says how to "
         "install it)",
+        "  metadata  name, input (96x64 RGB, 0-255) and 2 class names inside model.tflite; MediaPipe's "
+        "ImageClassifier names its classes (category_name, from the packed labels.txt)",
     ]

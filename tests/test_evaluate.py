@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -164,6 +165,24 @@ def test_int8_tflite_scores_exactly_what_deploy_reported(tiny_run, capsys):
     assert result["items"] == report["validation"]["items"]
     assert result["top1"] == report["artifacts"]["model.tflite"]["accuracy"]
     assert 0.4 < result["top1"] < 1.0  # the noisy data keeps this comparison from being trivially 1 == 1
+
+
+def test_a_copied_model_file_alone_is_evaluated_with_the_class_names_of_its_metadata(tiny_run, tmp_path, capsys):
+    run_dir, deploy_dir = tiny_run
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(os.path.join(deploy_dir, "model.tflite"), lone / "model.tflite")
+    out = str(tmp_path / "eval")
+    data = os.path.join(os.path.dirname(run_dir), "npy")
+    code, _, _ = run_cli(evaluate.main, ["--model_file", str(lone / "model.tflite"), "--data", data,
+                                         "--save_to", out], capsys)
+    assert code == 0
+    with open(os.path.join(out, "metrics.json")) as f:
+        result = json.load(f)
+    assert result["class_names"] == CLASSES and result["run"] is None and result["items"] == 120
+    assert 0.4 < result["top1"] < 1.0  # the data's class folders matched to the model's names, not numbers
+    code, _, err = run_cli(evaluate.main, ["--model_file", str(lone / "model.tflite")], capsys)
+    assert code == 2 and "give --read_from RUN_DIR, or --model_file FILE with --data" in err
 
 
 def test_evaluate_with_data_maps_its_classes_to_the_run_by_name(tiny_run, tmp_path, capsys):

@@ -1,32 +1,20 @@
-"""Every model file keeps the model contract (DESIGN.md): raw 0-255 pixels in, softmax out, trainable,
-Edge TPU friendly, saved and reloaded as .keras without loss; the MobileNets load a local weights file exactly
-and keep BatchNorm statistics that catch up on small data sets.
+"""Every registered model keeps the model contract (DESIGN.md) at its declared test size, on 1 and 3 channels: raw
+0-255 pixels in, softmax out, a declared head that trains, Edge TPU friendly, saved and reloaded as .keras without
+loss; the MobileNets load a local weights file exactly and keep BatchNorm statistics that catch up on small data sets.
 
 Models run eagerly here: tracing a MobileNet training graph costs tens of seconds on a small CPU,
 while one eager step takes about one.
 """
-import os
-import runpy
-
 import keras
 import numpy as np
 import pytest
 
-from models import logistic, mobilenet_v1, mobilenet_v2, photo_cnn, quickdraw_cnn
+import config
+from models import __main__ as models_main
+from models import mobilenet_v1, mobilenet_v2
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
-
-# (id, module, input shape, construct kwargs)
-CASES = [
-    ("quickdraw_cnn", quickdraw_cnn, (28, 28, 1), {}),
-    ("logistic", logistic, (28, 28, 1), {}),
-    ("photo_cnn", photo_cnn, (32, 32, 3), {"stem": 8, "filters": (8, 16)}),
-    ("mobilenet_v1-rgb", mobilenet_v1, (32, 32, 3), {"alpha": 0.25}),
-    ("mobilenet_v1-grey", mobilenet_v1, (32, 32, 1), {"alpha": 0.25}),
-    ("mobilenet_v2-rgb", mobilenet_v2, (32, 32, 3), {"alpha": 0.25}),
-    ("mobilenet_v2-grey", mobilenet_v2, (32, 32, 1), {"alpha": 0.25}),
-]
+CASES = [(name, channels) for name in config.MODELS for channels in (1, 3)]
 MOBILENETS = [mobilenet_v1, mobilenet_v2]
 
 # What the Edge TPU runs (shared/docs/TRAPS.md). Anything else must be added here deliberately, after
@@ -74,15 +62,16 @@ def edgetpu_problems(model):
 
 # Built once per case and shared by the tests below (building a MobileNet takes seconds); no test
 # depends on the weights being untrained.
-@pytest.fixture(scope="module", params=CASES, ids=[case[0] for case in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{name}-{channels}ch" for name, channels in CASES])
 def case(request):
-    _, module, shape, kwargs = request.param
+    name, channels = request.param
     keras.utils.set_random_seed(0)
-    return module.construct(shape, NUM_CLASSES, **kwargs), shape
+    spec = config.MODELS[name]
+    return spec.test_model(NUM_CLASSES, channels), (*spec.test_size["input_size"], channels), spec
 
 
 def test_softmax_output_from_raw_pixels(case):
-    model, shape = case
+    model, shape, _ = case
     assert tuple(model.input.shape[1:]) == tuple(shape)
     # The model normalises itself, so the int8 model can take uint8 pixels directly.
     assert isinstance(model.layers[1], keras.layers.Rescaling)
@@ -92,20 +81,32 @@ def test_softmax_output_from_raw_pixels(case):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+def head_weights(model, spec):
+    return [keras.ops.convert_to_numpy(w) for name in spec.head for w in model.get_layer(name).weights]
+
+
+def test_the_declared_head_ends_the_model_and_holds_weights(case):
+    model, _, spec = case
+    names = [layer.name for layer in model.layers]
+    assert all(name in names for name in spec.head), (spec.head, names[-4:])
+    assert model.layers[-1].name in spec.head and head_weights(model, spec)
+
+
 def test_one_training_step_changes_weights(case):
-    model, shape = case
+    model, shape, spec = case
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", run_eagerly=True)
     before = [w.copy() for w in model.get_weights()]
+    head_before = head_weights(model, spec)
     loss = model.train_on_batch(pixels(shape), np.array([0, 1, 2, 3]))
     assert np.isfinite(loss)
     changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
     assert any(changed)
     # The classifier itself must have learned something, not just BatchNorm statistics.
-    assert not np.array_equal(before[-2], model.get_weights()[-2])
+    assert not all(np.array_equal(a, b) for a, b in zip(head_before, head_weights(model, spec)))
 
 
 def test_edgetpu_friendly(case):
-    model, _ = case
+    model, _, _ = case
     assert edgetpu_problems(model) == []
     assert model.layers[-1].activation.__name__ == "softmax"
 
@@ -127,7 +128,7 @@ def test_edgetpu_check_catches_unsupported_layers():
 
 
 def test_save_and_reload_keep_predictions(case, tmp_path):
-    model, shape = case
+    model, shape, _ = case
     path = str(tmp_path / "model.keras")
     model.save(path)
     reloaded = keras.saving.load_model(path)
@@ -185,7 +186,9 @@ def test_mobilenet_batchnorm_momentum_is_set_kept_and_used(module, tmp_path):
                                rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["quickdraw_cnn", "photo_cnn", "logistic", "mobilenet_v1", "mobilenet_v2"])
-def test_running_the_file_prints_a_summary(name, capsys):
-    runpy.run_path(os.path.join(ROOT, "models", f"{name}.py"), run_name="__main__")
-    assert "Total params" in capsys.readouterr().out
+@pytest.mark.parametrize("name", list(config.MODELS))
+def test_python_m_models_prints_the_summary_at_the_default_input(name, capsys):
+    models_main.main([name])
+    out = capsys.readouterr().out
+    spec = config.MODELS[name]
+    assert "Total params" in out and f"(None, {', '.join(map(str, (*spec.input_size, spec.channels)))})" in out

@@ -103,12 +103,19 @@ def test_class_names_come_from_beside_a_lone_model_file(tiny_run, tmp_path, caps
     assert run_cli(predict.main, ["--model_file", os.path.join(run_dir, "best.keras"), "--data", unlabeled_records,
                         "--output_file", output], capsys)[0] == 0
     assert {row[2] for row in read_csv(output)[1:]} <= set(CLASSES)
-    # neither labels.txt nor config.json: the class indices are the names
+    # a copied model.tflite alone: its metadata names the classes (deploy.py packs them into it)
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(os.path.join(deploy_dir, "model.tflite"), lone / "model.tflite")
-    output = str(tmp_path / "indices.csv")
+    output = str(tmp_path / "from_metadata.csv")
     assert run_cli(predict.main, ["--model_file", str(lone / "model.tflite"), "--data", unlabeled_records,
+                        "--output_file", output], capsys)[0] == 0
+    rows = read_csv(output)[1:]
+    assert rows and all(row[2] == CLASSES[int(row[1])] for row in rows)
+    # neither labels.txt nor config.json nor metadata (a Keras file): the class indices are the names
+    shutil.copy(os.path.join(deploy_dir, "model.h5"), lone / "model.h5")
+    output = str(tmp_path / "indices.csv")
+    assert run_cli(predict.main, ["--model_file", str(lone / "model.h5"), "--data", unlabeled_records,
                         "--output_file", output], capsys)[0] == 0
     assert all(row[1] == row[2] for row in read_csv(output)[1:])
 

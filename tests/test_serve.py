@@ -40,11 +40,13 @@ def tiny_run(tmp_path_factory):
 
 
 class Server:
-    """serve.py in its own process on a free localhost port, with small request limits."""
+    """serve.py in its own process on a free localhost port, with small request limits: a folder's model, or
+    with model_dir None, the --model_file in `flags` alone."""
 
     def __init__(self, model_dir, *flags):
         limits = [f"--{flag}={value}" for flag, value in LIMITS.items()]
-        self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), "--model_dir", model_dir,
+        source = ["--model_dir", model_dir] if model_dir else []
+        self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), *source,
                                          "--port", "0", *limits, *flags], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         watchdog = threading.Timer(180, self.process.kill)  # never let a stuck start hang the test run
@@ -53,7 +55,7 @@ class Server:
         watchdog.cancel()
         assert "http://127.0.0.1:" in self.banner, self.process.stderr.read()  # localhost unless told otherwise
         self.port = int(self.banner.split("http://127.0.0.1:")[1].split("/")[0])
-        self.name = os.path.basename(model_dir)
+        self.name = os.path.basename(model_dir) if model_dir else "model"
 
     def request(self, method, path, body=None, headers=None):
         """(status, parsed JSON body, response headers)."""
@@ -121,6 +123,17 @@ def test_status_and_metadata_in_tf_serving_form_with_class_names(server):
     assert [d["size"] for d in signature["outputs"]["probabilities"]["tensor_shape"]["dim"]] == ["-1", "3"]
     assert answer["metadata"]["class_names"] == CLASSES and answer["metadata"]["input_shape"] == [28, 28, 1]
     assert answer["metadata"]["kind"] == "tflite" and answer["metadata"]["model_file"] == "model.tflite"
+
+
+def test_a_copied_model_file_alone_is_served_with_the_class_names_of_its_metadata(tiny_run, tmp_path):
+    lone = tmp_path / "model.tflite"
+    lone.write_bytes(read_bytes(os.path.join(tiny_run[1], "model.tflite")))
+    alone = Server(None, "--model_file", str(lone))
+    try:
+        status, answer, _ = alone.request("GET", "/v1/models/model/metadata")
+        assert status == 200 and answer["metadata"]["class_names"] == CLASSES
+    finally:
+        alone.stop()
 
 
 def test_b64_and_pixel_instances_of_one_image_get_the_same_probabilities(server):

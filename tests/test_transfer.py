@@ -44,6 +44,10 @@ def load(path):
     return keras.saving.load_model(path, compile=False)
 
 
+def base_of(model, name="quickdraw_cnn"):
+    return transfer.head_and_base(model, config.MODELS[name].head)[1]
+
+
 @pytest.fixture
 def five_classes(tmp_path):
     return write_npy(str(tmp_path / "five"), {name: 24 for name in ["a", "b", "c", "d", "e"]})
@@ -93,7 +97,7 @@ def test_partial_load_copies_matching_layers_and_names_the_skipped_head(tmp_path
     model = quickdraw_cnn.construct((28, 28, 1), 2)
     transfer.load_checkpoint(model, str(tmp_path / "five.keras"))
     out = capsys.readouterr().out
-    assert "loaded 11 of 12 layers" in out and "not loaded: dense_1 (weights [(128, 5), (5,)] there, " \
+    assert "loaded 11 of 12 layers" in out and "not loaded: classifier (weights [(128, 5), (5,)] there, " \
                                                "[(128, 2), (2,)] here)" in out
     assert same(weights_of(source.layers[:-1]), weights_of(model.layers[:-1]))
 
@@ -103,15 +107,15 @@ def test_frozen_epochs_keep_the_base_and_later_epochs_train_it(pretrained, two_c
     assert train_run(["--data", two_classes, "--save_to", run_dir, *TINY_CNN, "--from_ckpt", pretrained,
                       "--freeze_epochs", "1", "--num_epochs", "2", "--batch_size", "16", "--keep_checkpoints", "2"]) == 0
     out = capsys.readouterr().out
-    assert "not loaded: dense_1 (weights [(8, 5), (5,)] there, [(8, 2), (2,)] here)" in out
+    assert "not loaded: classifier (weights [(8, 5), (5,)] there, [(8, 2), (2,)] here)" in out
     assert "epoch 2: base unfrozen" in out
     source = load(os.path.join(pretrained, "best.keras"))
     epoch_1, epoch_2 = (load(os.path.join(run_dir, "checkpoints", f"epoch_00{n}.keras")) for n in (1, 2))
     # Frozen: every base weight, BatchNorm statistics included, is the pretrained one; only the head learned.
-    assert same(weights_of(transfer.base_layers(epoch_1)), weights_of(transfer.base_layers(source)))
+    assert same(weights_of(base_of(epoch_1)), weights_of(base_of(source)))
     assert not same(weights_of(epoch_1.layers[-1:]), weights_of(epoch_2.layers[-1:]))
     # Unfrozen: every base layer trains.
-    for before, after in zip(transfer.base_layers(epoch_1), transfer.base_layers(epoch_2)):
+    for before, after in zip(base_of(epoch_1), base_of(epoch_2)):
         assert not same(weights_of([before]), weights_of([after])), before.name
     settings = config.read(run_dir)
     assert settings["from_ckpt"] == pretrained and settings["freeze_epochs"] == 1
@@ -127,8 +131,8 @@ def test_a_mobilenet_base_freezes_whole_with_its_batchnorm(two_classes, tmp_path
     keras.utils.set_random_seed(0)  # train.py's seed: the initial model again
     initial = config.build_model(config.read(run_dir))
     epoch_1, epoch_2 = (load(os.path.join(run_dir, "checkpoints", f"epoch_00{n}.keras")) for n in (1, 2))
-    assert same(weights_of(transfer.base_layers(epoch_1)), weights_of(transfer.base_layers(initial)))
-    assert not same(weights_of(transfer.base_layers(epoch_1)), weights_of(transfer.base_layers(epoch_2)))
+    assert same(weights_of(base_of(epoch_1, "mobilenet_v2")), weights_of(base_of(initial, "mobilenet_v2")))
+    assert not same(weights_of(base_of(epoch_1, "mobilenet_v2")), weights_of(base_of(epoch_2, "mobilenet_v2")))
 
 
 class Interrupted(Exception):
@@ -171,8 +175,8 @@ def test_resume_across_the_unfreeze_finishes_each_epoch_once_as_if_uninterrupted
 
 @pytest.mark.parametrize("flags, message", [
     (["--freeze_epochs", "3", "--num_epochs", "2"], "--freeze_epochs 3 is more than --num_epochs 2"),
-    (["--model", "logistic", "--freeze_epochs", "1"], "logistic has no layers with weights before its output layer"),
-    (["--from_ckpt", "LOGISTIC"], "no layer matches quickdraw_cnn by name and weight shapes (its layers with weights: dense"),
+    (["--model", "logistic", "--freeze_epochs", "1"], "logistic has no layers with weights outside its head (classifier)"),
+    (["--from_ckpt", "LOGISTIC"], "no layer matches quickdraw_cnn by name and weight shapes (its layers with weights: classifier)"),
     (["--from_ckpt", "NOT_A_RUN"], "expected a run folder, a .keras or .h5 model, or a .weights.h5 file"),
     (["--from_ckpt", "MISSING"], "no such model file"),
     (["--unfreeze_lr_factor", "2"], "--unfreeze_lr_factor: must be in (0, 1]"),
@@ -186,3 +190,29 @@ def test_bad_transfer_flags_give_one_line_exit_2_and_write_nothing(flags, messag
     code = train_run(["--data", two_classes, "--save_to", str(run_dir), *[paths.get(f, f) for f in flags]])
     assert code == 2 and message in one_line_error(capsys)
     assert not run_dir.exists()
+
+
+def test_frozen_epochs_on_cached_features_train_the_same_head_as_on_images(pretrained, two_classes, tmp_path,
+                                                                              capsys, monkeypatch):
+    # No dropout: the cached path feeds the head features without it (transfer.py), the image path with it.
+    args = ["--data", two_classes, "--model", "quickdraw_cnn", "--model_kwargs",
+            '{"filters": [4, 8], "dense_units": 8, "dropout": 0}', "--from_ckpt", pretrained, "--freeze_epochs", "3",
+            "--num_epochs", "3", "--batch_size", "8", "--keep_checkpoints", "3"]
+    computed = []
+    feature_batches = transfer.feature_batches
+    monkeypatch.setattr(transfer, "feature_batches", lambda *a: computed.append(a[1].mode) or feature_batches(*a))
+    assert train_run([*args, "--save_to", str(tmp_path / "cached")]) == 0
+    out = capsys.readouterr().out
+    assert computed == ["train", "val"] and out.count("(head alone, on features cached from the frozen base)") == 3
+    monkeypatch.setattr(transfer, "head_on_cached_features", lambda *a: False)
+    assert train_run([*args, "--save_to", str(tmp_path / "images")]) == 0
+    assert "features cached" not in capsys.readouterr().out
+    for epoch in (1, 3):
+        cached, images = (load(os.path.join(tmp_path, kind, "checkpoints", f"epoch_00{epoch}.keras"))
+                          for kind in ("cached", "images"))
+        for mine, theirs in zip(weights_of(cached.layers), weights_of(images.layers)):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5)
+    cached_rows, image_rows = (callbacks.read_history(str(tmp_path / kind)) for kind in ("cached", "images"))
+    assert [list(row) for row in cached_rows] == [list(row) for row in image_rows]
+    for mine, theirs in zip(cached_rows, image_rows):
+        assert float(mine["val_accuracy"]) == pytest.approx(float(theirs["val_accuracy"]), abs=1e-6)

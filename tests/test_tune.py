@@ -72,7 +72,7 @@ def test_deploy_accepts_the_best_trial_folder(study_folder, tmp_path):
 
 def test_a_trial_that_does_badly_is_pruned(drawings, tmp_path):
     """Two finished trials at 0.99 every epoch; a learning rate of 1e-9 stays near chance and is stopped."""
-    space = tune.read_space(space_file(str(tmp_path)), "logistic")
+    space = tune.check_space(tune.read_space(space_file(str(tmp_path))), "space.json", "logistic")
     study = tune.open_study(f"sqlite:///{tmp_path}/study.db")
     distribution = optuna.distributions.FloatDistribution(1e-9, 1e-2, log=True)
     for _ in range(2):
@@ -154,14 +154,17 @@ def test_a_bad_space_is_one_error_line_and_writes_nothing(drawings, tmp_path, ca
     assert not os.path.exists(save_to)
 
 
-@pytest.mark.parametrize("case", ["storage", "not_a_tune_folder", "train_flag", "managed_flag"])
+@pytest.mark.parametrize("case", ["storage", "server", "not_a_tune_folder", "train_flag", "managed_flag"])
 def test_bad_input_is_one_error_line_and_writes_nothing(drawings, tmp_path, capsys, case):
     save_to = str(tmp_path / "tune")
     flags = ["--save_to", save_to, "--space", space_file(str(tmp_path)), "--data", drawings, "--model", "logistic"]
     words = {"storage": "cannot open the study storage", "not_a_tune_folder": "is not a tune folder",
+             "server": "cannot open the study storage postgresql://tune:***@127.0.0.1:1/study",
              "train_flag": "--batch_size", "managed_flag": "remove --resume"}[case]
     if case == "storage":
         flags += ["--storage", f"sqlite:///{tmp_path}/no/such/folder/study.db"]
+    elif case == "server":  # nothing listens on port 1; the password stays out of the message
+        flags += ["--storage", "postgresql://tune:secret@127.0.0.1:1/study"]
     elif case == "not_a_tune_folder":
         os.makedirs(save_to)
         open(os.path.join(save_to, "notes.txt"), "w").close()
@@ -172,6 +175,15 @@ def test_bad_input_is_one_error_line_and_writes_nothing(drawings, tmp_path, caps
     before = sorted(os.listdir(tmp_path))
     code, _, err = run_cli(tune.main, flags, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
-    assert sorted(os.listdir(tmp_path)) == before
+    assert "secret" not in err and sorted(os.listdir(tmp_path)) == before
     if case == "not_a_tune_folder":
         assert os.listdir(save_to) == ["notes.txt"]
+
+
+def test_without_data_a_study_runs_on_the_sample_that_train_py_writes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the sample goes to data/doodles under the working folder, as for train.py
+    study = tune.main(["--save_to", "tune", "--trials", "1", "--model", "logistic", "--num_epochs", "1"])
+    assert os.path.isdir(tmp_path / "data" / "doodles") and states(study) == ["COMPLETE"]
+    best = json.load(open(tmp_path / "tune" / "best.json"))
+    assert len(best["settings"]["class_names"]) == 10  # the doodle sample's classes
+    assert set(best["params"]) == set(tune.model_space("logistic")) == {"learning_rate", "batch_size", "jitter"}
