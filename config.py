@@ -62,7 +62,7 @@ DEFAULTS = {
     "from_ckpt": None,
     "freeze_epochs": 0,
     "head_lr_factor": 10.0,  # a new head on a frozen base takes larger steps than a whole model
-    "unfreeze_lr_factor": 0.1,
+    "unfreeze_lr_factor": 1.0,  # few drawings of new classes: 0.1 keeps the base too still (README table)
     "optimizer": "adam",
     "loss": "crossentropy",
     "jitter": False,

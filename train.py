@@ -177,10 +177,13 @@ def compiled_model(settings, steps_per_epoch, epochs_done=0):
     model = config.build_model(settings)
     if settings.get("from_ckpt") and not epochs_done:  # a resumed run's weights come from its backup
         transfer.load_checkpoint(model, settings["from_ckpt"])
+    spec = config.MODELS[settings["model"]]
     frozen = transfer.frozen_at(settings, epochs_done)
-    if frozen:
-        transfer.freeze_base(model, config.MODELS[settings["model"]].head)
     unfrozen = settings.get("freeze_epochs", 0) > 0 and not frozen
+    if frozen:
+        transfer.freeze_base(model, spec.head)
+    elif unfrozen:  # resumed after the switch: as UnfreezeBase left it
+        transfer.unfreeze_base(model, spec)
     model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen),
                   loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
     return model
@@ -192,7 +195,7 @@ def unfreezing(settings, steps_per_epoch):
     if not 0 < freeze_epochs < settings["num_epochs"]:
         return []
     return [transfer.UnfreezeBase(freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True),
-                                  config.MODELS[settings["model"]].head)]
+                                  config.MODELS[settings["model"]])]
 
 
 def trim_history(run_dir, epochs):

@@ -106,6 +106,18 @@ def freeze_base(model, head):
         layer.trainable = False
 
 
+def unfreeze_base(model, spec):
+    """After the frozen epochs every base layer trains; BatchNormalization too, unless the model's SPEC says its
+    pretrained statistics are to be kept (then it stays in inference mode)."""
+    for layer in head_and_base(model, spec.head)[1]:
+        layer.trainable = True
+        if spec.batchnorm_fine_tunes:
+            continue
+        for inner in (weighted_layers(layer) if isinstance(layer, keras.Model) else [layer]):
+            if isinstance(inner, keras.layers.BatchNormalization):
+                inner.trainable = False
+
+
 def frozen_at(settings, epochs_done):
     """Whether the model that continues after `epochs_done` epochs starts with its base frozen. A run resumed
     exactly at the switch restores the frozen state it saved; UnfreezeBase then switches as the epoch begins."""
@@ -119,22 +131,22 @@ class UnfreezeBase(keras.callbacks.Callback):
     A fresh optimizer, because the frozen phase's holds state only for the head; it is built over every
     variable now, so the backup of every later epoch has the same shape and --resume restores it."""
 
-    def __init__(self, freeze_epochs, optimizer, head):
+    def __init__(self, freeze_epochs, optimizer, spec):
         super().__init__()
-        self.freeze_epochs, self.optimizer, self.head = freeze_epochs, optimizer, head
+        self.freeze_epochs, self.optimizer, self.spec = freeze_epochs, optimizer, spec
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.freeze_epochs:
             return
-        for layer in head_and_base(self.model, self.head)[1]:
-            layer.trainable = True
+        unfreeze_base(self.model, self.spec)
         optimizer = self.optimizer
         if isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer):  # as compile() wraps it
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
         self.model.optimizer = optimizer
         self.model.make_train_function(force=True)  # the compiled step still updates only the head
-        print(f"epoch {epoch + 1}: base unfrozen; every layer trains from here at the lower learning rate")
+        kept = "" if self.spec.batchnorm_fine_tunes else " but BatchNorm"
+        print(f"epoch {epoch + 1}: base unfrozen; every layer{kept} trains from here at the lower learning rate")
 
 
 # --- the frozen epochs on cached features ------------------------------------------------------------------

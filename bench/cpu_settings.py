@@ -23,6 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import console  # noqa: E402,F401  first: quiets TensorFlow's import
 import allocator  # noqa: E402
 import onednn  # noqa: E402
 

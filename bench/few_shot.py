@@ -2,15 +2,15 @@
 classes (--from_ckpt), with and without --freeze_epochs, on the shared QuickDraw files, both ways round.
 
     REAL_DATA_DIR=../shared/data .venv/bin/python bench/few_shot.py                  # ~25 minutes on 2 cores
-    REAL_DATA_DIR=../shared/data .venv/bin/python bench/few_shot.py --head_lr_factors 1,10,30 --seeds 0,1
+    REAL_DATA_DIR=../shared/data .venv/bin/python bench/few_shot.py --freezing 1/0.1,10/0.1,10/1 --seeds 0,1
 
 Split A pretrains quickdraw_cnn (train.py's defaults, 3000 drawings a class) on apple, bicycle, bowtie, cat and
 diamond and learns eye, fish, lollipop and rainbow anew; split B the other way round (pretrained on diamond, eye, fish,
 lollipop, rainbow). Of each new class, the first N drawings train (N = 10: 20 epochs, batch 16; N = 50: 15 epochs,
 batch 32), the next 100 validate (--val_data: best.keras is the best epoch on them, and they choose the default
---head_lr_factor), and the last 800 are the test set, scored once by evaluate.py on best.keras. Every run is a
-train.py process. Printed: one row per run (best validation accuracy, test top-1), then the mean test top-1 per
-start, and the gains over training from scratch at train.py's default --head_lr_factor.
+--head_lr_factor and --unfreeze_lr_factor), and the last 800 are the test set, scored once by evaluate.py on
+best.keras. Every run is a train.py process. Printed: one row per run (best validation accuracy, test top-1), then
+the mean test top-1 per start, and the gains over training from scratch with train.py's defaults.
 """
 import argparse
 import csv
@@ -63,18 +63,25 @@ def scores(run_dir, test):
         return best, json.load(f)["top1"]
 
 
-def starts(pretrained, factors):
+def freezing(head, unfreeze):
+    return f"--from_ckpt --freeze_epochs 5 --head_lr_factor {head:g} --unfreeze_lr_factor {unfreeze:g}"
+
+
+def starts(pretrained, recipes):
     """(name, train.py flags) of every start compared."""
     yield "from scratch", []
     yield "--from_ckpt", ["--from_ckpt", pretrained]
-    for factor in factors:
-        yield (f"--from_ckpt --freeze_epochs 5 --head_lr_factor {factor:g}",
-               ["--from_ckpt", pretrained, "--freeze_epochs", "5", "--head_lr_factor", str(factor)])
+    for head, unfreeze in recipes:
+        yield freezing(head, unfreeze), ["--from_ckpt", pretrained, "--freeze_epochs", "5", "--head_lr_factor",
+                                         str(head), "--unfreeze_lr_factor", str(unfreeze)]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--head_lr_factors", default="1,10,30", help="comma-separated --head_lr_factor values to compare")
+    defaults = f"{config.DEFAULTS['head_lr_factor']:g}/{config.DEFAULTS['unfreeze_lr_factor']:g}"
+    p.add_argument("--freezing", default=f"1/0.1,{defaults}",
+                   help="comma-separated HEAD/UNFREEZE pairs of --head_lr_factor and --unfreeze_lr_factor to compare "
+                        "(default: %(default)s: the factors of before --head_lr_factor, and train.py's defaults)")
     p.add_argument("--seeds", default="0", help="comma-separated --seed values of the few-shot runs")
     p.add_argument("--work_dir", help="keep the data and runs here (default: a temporary folder)")
     args = p.parse_args()
@@ -82,7 +89,7 @@ def main():
     if not real_data:
         sys.exit("error: set REAL_DATA_DIR to the shared data folder (it reads quickdraw_npy/)")
     quickdraw = os.path.join(real_data, "quickdraw_npy")
-    factors = [float(f) for f in args.head_lr_factors.split(",")]
+    recipes = [tuple(float(f) for f in pair.split("/")) for pair in args.freezing.split(",")]
     seeds = args.seeds.split(",")
     work = args.work_dir or tempfile.mkdtemp(prefix="few_shot-")
     results = {}  # (size, start) -> test top-1 of every split and seed
@@ -94,18 +101,18 @@ def main():
         for size, flags in SIZES.items():
             data = few_shot_folders(quickdraw, new, size, os.path.join(work, f"data_{split}_{size}"))
             for seed in seeds:
-                for start, start_flags in starts(pretrained, factors):
+                for start, start_flags in starts(pretrained, recipes):
                     run_dir = os.path.join(work, f"{split}_{size}_seed{seed}_{len(results)}")
                     run("train.py", "--data", data["train"], "--val_data", data["val"], *flags, *start_flags,
                         "--seed", seed, "--save_to", run_dir, "--overwrite")
                     best, top1 = scores(run_dir, data["test"])
                     results.setdefault((size, start), []).append(top1)
-                    print(f"split {split}, {size:2d} a class, seed {seed}: {start:52} best val {best:.3f}  "
+                    print(f"split {split}, {size:2d} a class, seed {seed}: {start:76} best val {best:.3f}  "
                           f"test top-1 {top1:.3f}", flush=True)
     print("\nmean test top-1 over splits and seeds:")
     for (size, start), values in results.items():
-        print(f"  {size:2d} a class  {start:52} {np.mean(values):.3f}")
-    default = f"--from_ckpt --freeze_epochs 5 --head_lr_factor {config.DEFAULTS['head_lr_factor']:g}"
+        print(f"  {size:2d} a class  {start:76} {np.mean(values):.3f}")
+    default = freezing(config.DEFAULTS["head_lr_factor"], config.DEFAULTS["unfreeze_lr_factor"])
     gains = []
     for size, goal in GOALS.items():
         scratch = np.mean(results[(size, "from scratch")])
@@ -113,8 +120,8 @@ def main():
             gains.append(f"{size} a class: frozen {100 * (np.mean(results[(size, default)]) - scratch):+.1f} points "
                          f"(goal >= +{goal:g}), --from_ckpt "
                          f"{100 * (np.mean(results[(size, '--from_ckpt')]) - scratch):+.1f} (goal >= 0)")
-    print(f"few_shot: test top-1 over from scratch at the default --head_lr_factor "
-          f"{config.DEFAULTS['head_lr_factor']:g}: {'; '.join(gains) or 'default not among --head_lr_factors'}")
+    print(f"few_shot: test top-1 over from scratch with train.py's defaults ({default}): "
+          f"{'; '.join(gains) or 'the defaults are not among --freezing'}")
 
 
 if __name__ == "__main__":

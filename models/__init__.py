@@ -19,6 +19,10 @@ class ModelSpec:
     head: tuple  # names of the layers --freeze_epochs trains first; every other layer with weights is the base
     test_size: dict  # {"input_size": (H, W), "kwargs": {...}}: the model small enough to train in a test
     space: dict = field(default_factory=dict)  # tune.py entries added to (or replacing) tune.py's derived space
+    # Whether BatchNorm trains once --freeze_epochs unfreezes the base. No for a backbone pretrained on ImageNet: its
+    # statistics are worth more than what a few dozen batches would replace them with (Keras' fine-tuning guide);
+    # yes for a small model pretrained on a few classes, whose features must move (README: "Transfer learning").
+    batchnorm_fine_tunes: bool = True
 
     def __post_init__(self):
         problems = []

@@ -193,4 +193,5 @@ SPEC = ModelSpec(
     test_size={"input_size": (32, 32), "kwargs": {"variant": "tiny"}},
     space={"learning_rate": {"type": "float", "low": 0.0001, "high": 0.003, "log": True},
            "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
-           "model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5}})
+           "model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5}},
+    batchnorm_fine_tunes=False)  # cats vs dogs, 2 epochs unfrozen: held out 0.990 kept, 0.961 trained

@@ -80,4 +80,5 @@ def spec(construct, alphas, test_alpha):
         space={"learning_rate": {"type": "float", "low": 0.0001, "high": 0.003, "log": True},
                "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
                "model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5},
-               "model_kwargs.alpha": {"type": "categorical", "choices": list(alphas)}})
+               "model_kwargs.alpha": {"type": "categorical", "choices": list(alphas)}},
+        batchnorm_fine_tunes=False)

@@ -36,6 +36,8 @@ SUMMARY = [
     r"^  accuracy  int8 [\d.]+% vs float [\d.]+% \([+-][\d.]+ points\)$",
     r"^  speed     int8 [\d.]+ ms vs float [\d.]+ ms per image: [\d.]+x (faster|slower)$",
     r"^  Edge TPU  all \d+ ops mapped; edgetpu_compiler not found, so not compiled",
+    r"^  metadata  name, input \(28x28 GRAYSCALE, 0-255\) and 3 class names inside model\.tflite; MediaPipe's "
+    r"ImageClassifier refuses it",
 ]
 
 

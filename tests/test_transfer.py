@@ -114,7 +114,7 @@ def test_frozen_epochs_keep_the_base_and_later_epochs_train_it(pretrained, two_c
     # Frozen: every base weight, BatchNorm statistics included, is the pretrained one; only the head learned.
     assert same(weights_of(base_of(epoch_1)), weights_of(base_of(source)))
     assert not same(weights_of(epoch_1.layers[-1:]), weights_of(epoch_2.layers[-1:]))
-    # Unfrozen: every base layer trains.
+    # Unfrozen: every base layer trains, BatchNorm too (quickdraw_cnn's SPEC: batchnorm_fine_tunes).
     for before, after in zip(base_of(epoch_1), base_of(epoch_2)):
         assert not same(weights_of([before]), weights_of([after])), before.name
     settings = config.read(run_dir)
@@ -133,19 +133,30 @@ def test_a_mobilenet_base_freezes_whole_with_its_batchnorm(two_classes, tmp_path
     epoch_1, epoch_2 = (load(os.path.join(run_dir, "checkpoints", f"epoch_00{n}.keras")) for n in (1, 2))
     assert same(weights_of(base_of(epoch_1, "mobilenet_v2")), weights_of(base_of(initial, "mobilenet_v2")))
     assert not same(weights_of(base_of(epoch_1, "mobilenet_v2")), weights_of(base_of(epoch_2, "mobilenet_v2")))
+    def batch_norms(model):  # inside the nested backbone too: an ImageNet backbone keeps its statistics
+        return [layer for layer in transfer.weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+    assert batch_norms(epoch_1) and same(weights_of(batch_norms(epoch_1)), weights_of(batch_norms(epoch_2)))
 
 
 class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("stop_after", [1, 2], ids=["at_the_switch", "after_it"])
+# No dropout: its random masks are not part of the backup, and the two runs must compute the same.
+RESUMED = {"quickdraw_cnn": ["--model", "quickdraw_cnn", "--model_kwargs",
+                             '{"filters": [4, 8], "dense_units": 8, "dropout": 0}', "--from_ckpt", "PRETRAINED"],
+           # an ImageNet backbone's declaration: its BatchNorm stays in inference mode once unfrozen
+           "efficientnet_lite": ["--model", "efficientnet_lite", "--input_size", "32,32",
+                                 "--model_kwargs", '{"variant": "tiny", "dropout": 0}']}
+
+
+@pytest.mark.parametrize("model, stop_after", [("quickdraw_cnn", 1), ("quickdraw_cnn", 2), ("efficientnet_lite", 1)],
+                         ids=["at_the_switch", "after_it", "efficientnet_at_the_switch"])
 def test_resume_across_the_unfreeze_finishes_each_epoch_once_as_if_uninterrupted(
-        stop_after, pretrained, two_classes, tmp_path, capsys, monkeypatch):
-    # No dropout: its random masks are not part of the backup, and the two runs must compute the same.
-    args = ["--data", two_classes, "--model", "quickdraw_cnn", "--model_kwargs",
-            '{"filters": [4, 8], "dense_units": 8, "dropout": 0}', "--from_ckpt", pretrained, "--freeze_epochs", "1",
-            "--num_epochs", "3", "--batch_size", "16"]
+        model, stop_after, pretrained, two_classes, tmp_path, capsys, monkeypatch):
+    args = ["--data", two_classes, *[pretrained if f == "PRETRAINED" else f for f in RESUMED[model]],
+            "--freeze_epochs", "1", "--num_epochs", "3", "--batch_size", "16"]
     whole = str(tmp_path / "whole")
     assert train_run([*args, "--save_to", whole]) == 0
 
