@@ -41,7 +41,8 @@ import config
 import storage
 from datagen import prepare
 from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import LABELS, check_class_names, class_names_beside, image_classifier, is_deploy_folder, model_in
+from inference import (LABELS, check_class_names, class_names_beside, image_classifier, is_deploy_folder,
+                       is_run_folder, model_in)
 from reader import decode_image
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
@@ -89,7 +90,7 @@ def chosen_model(model_dir, model_file):
     if not storage.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} is not a folder; give a deploy folder (deploy.py --save_to) "
                         f"or a run folder (train.py --save_to)")
-    if not is_deploy_folder(model_dir) and not storage.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
+    if not is_deploy_folder(model_dir) and not is_run_folder(model_dir):
         raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no {LABELS}) nor a run folder "
                         f"(no {config.CONFIG_FILE})")
     return model_in(model_dir, model_file)

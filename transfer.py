@@ -6,8 +6,8 @@ run's best.keras fits a new run of the same model whatever its class count, and 
 
 Freezing follows the standard Keras fine-tuning recipe: first only the head (the layers the model's SPEC names)
 trains on top of the frozen base (every other layer with weights), whose BatchNorm layers then run in inference
-mode, so the random head cannot wreck the pretrained features; then everything trains, with a fresh optimizer at
-`unfreeze_lr_factor` times the learning rate, small steps that refine the features rather than replace them.
+mode, at `head_lr_factor` times the learning rate, so the random head cannot wreck the pretrained features; then
+everything trains (BatchNorm only if the SPEC lets it) with a fresh optimizer at `unfreeze_lr_factor` times it.
 
 While the base is frozen and nothing varies between epochs (no jitter), its output for an image is the same every
 epoch, and computing it is nearly all the cost of an epoch on a CPU. So then the frozen epochs compute it once per
