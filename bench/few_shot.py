@@ -93,6 +93,7 @@ def main():
     seeds = args.seeds.split(",")
     work = args.work_dir or tempfile.mkdtemp(prefix="few_shot-")
     results = {}  # (size, start) -> test top-1 of every split and seed
+    by_split = {}  # (size, start, split) -> test top-1 of every seed
     for split, (known, new) in SPLITS.items():
         pretrained = os.path.join(work, f"pretrained_{split}")
         if not os.path.isfile(os.path.join(pretrained, "best.keras")):
@@ -107,11 +108,13 @@ def main():
                         "--seed", seed, "--save_to", run_dir, "--overwrite")
                     best, top1 = scores(run_dir, data["test"])
                     results.setdefault((size, start), []).append(top1)
+                    by_split.setdefault((size, start, split), []).append(top1)
                     print(f"split {split}, {size:2d} a class, seed {seed}: {start:76} best val {best:.3f}  "
                           f"test top-1 {top1:.3f}", flush=True)
-    print("\nmean test top-1 over splits and seeds:")
+    print(f"\nmean test top-1 over seeds ({', '.join(seeds)}), per split and over both:")
     for (size, start), values in results.items():
-        print(f"  {size:2d} a class  {start:76} {np.mean(values):.3f}")
+        per_split = "  ".join(f"{split} {np.mean(by_split[(size, start, split)]):.3f}" for split in SPLITS)
+        print(f"  {size:2d} a class  {start:76} {per_split}  both {np.mean(values):.3f}")
     default = freezing(config.DEFAULTS["head_lr_factor"], config.DEFAULTS["unfreeze_lr_factor"])
     gains = []
     for size, goal in GOALS.items():
