@@ -4,7 +4,7 @@ On an AMD EPYC with AVX-512 (BF16, VNNI), TensorFlow 2.21's oneDNN filter-gradie
 1×1 convolution of stride 2 with fewer than 16 input channels and at most 16 filters, whenever a training batch
 has an odd size (a last partial batch is enough): the process dies with `double free or corruption` or a
 segmentation fault, usually before Python sees any error. Measured there (see README, "Troubleshooting"): 16 or
-more input channels, 20 or more filters, stride 1 or 3, or TF_ENABLE_ONEDNN_OPTS=0 train; so does subsampling
+more input channels, 17 or more filters, stride 1 or 3, or TF_ENABLE_ONEDNN_OPTS=0 train; so does subsampling
 first and then a 1×1 convolution of stride 1, which computes exactly the same (photo_cnn's shortcut does that).
 Switching oneDNN off costs about half the training speed there, so train.py refuses only the shape, and only
 where the kernel runs: the TensorFlow backend, oneDNN on, an AVX-512 CPU.
@@ -13,6 +13,7 @@ import os
 
 import keras
 
+import transfer
 from errors import UserError
 
 SWITCH = "TF_ENABLE_ONEDNN_OPTS"
@@ -33,10 +34,8 @@ def avx512_cpu(cpuinfo="/proc/cpuinfo"):
 
 def crashing_convolutions(model):
     """The Conv2D layers (nested models included) of the shape that crashes the kernel."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from crashing_convolutions(layer)
-        elif type(layer) is keras.layers.Conv2D and tuple(layer.strides) == (2, 2):
+    for layer in transfer.weighted_layers(model):
+        if type(layer) is keras.layers.Conv2D and tuple(layer.strides) == (2, 2):
             height, width, channels, filters = layer.kernel.shape
             if (height, width) == (1, 1) and channels < 16 and filters <= 16:
                 yield layer

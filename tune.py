@@ -5,9 +5,9 @@
 The search space is data: by default TRAINING_SPACE below plus what the model's SPEC declares (models/<name>.py),
 or a JSON file given as --space FILE. Each entry names a train.py setting (`learning_rate`, `batch_size`, `jitter`,
 ...) or a model argument (`model_kwargs.dropout`) with its type and range. Trial N trains into SAVE_TO/trial_NNN
-through train.run, the code path of the command line, so deploy.py,
-evaluate.py and --resume accept every trial folder. Every epoch's val_accuracy goes to Optuna, whose median
-pruner stops a trial that trails the earlier ones at the same epoch.
+through train.run, the code path of the command line, so deploy.py, evaluate.py and --resume accept every trial
+folder. Every epoch's val_accuracy goes to Optuna, whose median pruner stops a trial that trails the earlier ones
+at the same epoch.
 
 The study lives in SAVE_TO/study.db (SQLite, nothing to install or start): the same command again continues it.
 A trial whose process died (killed, crashed) stops sending heartbeats, is marked failed and is tried again.

@@ -22,4 +22,3 @@ def construct(input_shape, num_classes):
 SPEC = ModelSpec(construct, input_size=(28, 28), channels=1, head=("classifier",),
                  test_size={"input_size": (28, 28)},
                  space={"learning_rate": {"type": "float", "low": 0.0001, "high": 0.01, "log": True}})
-

@@ -57,4 +57,3 @@ SPEC = ModelSpec(
            "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
            "model_kwargs.dropout": {"type": "float", "low": 0.2, "high": 0.6},
            "model_kwargs.filters": {"type": "categorical", "choices": [[32, 64, 128, 256], [64, 128, 256, 512]]}})
-

@@ -48,4 +48,3 @@ SPEC = ModelSpec(
     test_size={"input_size": (28, 28), "kwargs": {"filters": (8, 16), "dense_units": 16}},
     space={"model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5},
            "model_kwargs.filters": {"type": "categorical", "choices": [[16, 32, 64], [32, 64, 128], [48, 96, 192]]}})
-
