@@ -55,7 +55,7 @@ TRAINING_SPACE = {
 }
 # Heartbeats have been "experimental" in Optuna since 2.8 and are what it recommends for failed processes.
 for experimental in ("Argument ``heartbeat_interval`` is an experimental feature",
-                     "RetryHeartbeatStaleTrialCallback is experimental",
+                     "RetryHeartbeatStaleTrialCallback is experimental", "fail_stale_trials is experimental",
                      "optuna.visualization.matplotlib._"):
     warnings.filterwarnings("ignore", message=experimental, category=optuna.exceptions.ExperimentalWarning)
 
@@ -248,6 +248,16 @@ def open_study(url, attempts=3):
             time.sleep(1 + attempt)
 
 
+def settle_dead_trials(study):
+    """Fail (and try again) the trials of processes that died, then give every trial still running a heartbeat.
+    Optuna fails a trial whose heartbeat is old, but never one without any: a process killed between creating its
+    trial and the first beat. With a heartbeat from now, that trial goes stale like any other; a live trial loses
+    nothing, and one that died less than GRACE_SECONDS ago waits that much longer."""
+    optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.record_heartbeat(trial._trial_id)  # Optuna has no public call that takes a trial number
+
+
 def check_tune_folder(save_to, marker):
     """A new folder, or the tune folder of this same search (same storage, flags and space) to continue."""
     if not os.path.exists(save_to):
@@ -371,6 +381,7 @@ def main(argv=None):
     os.makedirs(save_to, exist_ok=True)
     storage.write(os.path.join(save_to, MARKER), json.dumps(marker, indent=2))
     study = study or open_study(url)
+    settle_dead_trials(study)
     workers = start_workers(argv, args.workers - 1) if args.workers > 1 else []
     objective = make_objective(save_to, space, args.train_flags, fixed.model_kwargs or {})
     run_trials(study, objective, args.trials, args.timeout)
