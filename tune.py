@@ -38,7 +38,7 @@ import train
 from datagen import open_run_data
 from errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
-MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage and fixed train.py flags
+MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (no password) and fixed train.py flags
 STUDY_NAME = "tune"
 HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
 GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process died) and tried again
@@ -55,8 +55,8 @@ TRAINING_SPACE = {
 }
 # Heartbeats have been "experimental" in Optuna since 2.8 and are what it recommends for failed processes.
 for experimental in ("Argument ``heartbeat_interval`` is an experimental feature",
-                     "RetryHeartbeatStaleTrialCallback is experimental", "fail_stale_trials is experimental",
-                     "optuna.visualization.matplotlib._"):
+                     "RetryHeartbeatStaleTrialCallback is experimental",
+                     "optuna.storages._heartbeat.fail_stale_trials is experimental"):
     warnings.filterwarnings("ignore", message=experimental, category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -315,10 +315,14 @@ def save_pictures(study, save_to):
     for name, draw in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
                        ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
         try:
-            draw(study)
+            with warnings.catch_warnings(record=True) as said:  # e.g. "importances will be equal": one line of ours
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # both plots are, since 2.2
+                draw(study)
         except Exception as error:  # e.g. importances need two finished trials that differ; the rest stands
             print(f"no {name}: {error}")
             continue
+        for warning in said:
+            print(f"{name}: {warning.message}")
         plt.gcf().set_size_inches(8, 5)
         plt.tight_layout()
         plt.savefig(os.path.join(save_to, name), dpi=80)
@@ -374,7 +378,7 @@ def main(argv=None):
     open_run_data(settings)  # missing or unreadable data: before anything is written
     save_to = os.path.abspath(args.save_to)
     url = args.storage or f"sqlite:///{os.path.join(save_to, 'study.db')}"
-    marker = {"storage": url, "train_flags": args.train_flags, "space": space}
+    marker = {"storage": without_password(url), "train_flags": args.train_flags, "space": space}
     check_tune_folder(save_to, marker)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # announce() says what finished, one line a trial
     study = open_study(url) if args.storage else None  # an unreachable server: before anything is written

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -61,6 +62,20 @@ def test_a_three_trial_study_writes_three_run_folders_best_json_and_the_pictures
     assert best["settings"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
     for picture in ("optimization_history.png", "param_importances.png"):
         assert os.path.getsize(os.path.join(study_folder, picture)) > 1000
+
+
+def test_a_warning_while_drawing_is_one_line_of_tune_py(study_folder, tmp_path, capsys, monkeypatch):
+    def importances_with_a_warning(study):
+        warnings.warn("Parameter importances will be equal.", UserWarning)
+        return plot_importances(study)
+
+    plot_importances = optuna.visualization.matplotlib.plot_param_importances
+    monkeypatch.setattr(optuna.visualization.matplotlib, "plot_param_importances", importances_with_a_warning)
+    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{study_folder}/study.db")
+    assert tune.save_pictures(study, str(tmp_path)) == ["optimization_history.png", "param_importances.png"]
+    out, err = capsys.readouterr()
+    assert "param_importances.png: Parameter importances will be equal." in out.splitlines() and err == ""
+    assert all(line.startswith(("optimization_history.png: ", "param_importances.png: ")) for line in out.splitlines())
 
 
 def test_deploy_accepts_the_best_trial_folder(study_folder, tmp_path):

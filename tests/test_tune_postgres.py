@@ -168,6 +168,10 @@ def test_a_process_killed_mid_trial_on_postgresql_has_its_trial_failed_and_run_a
     assert len(set(run_folders)) == len(run_folders)  # each trial trained in one process only
     assert all(os.path.isfile(os.path.join(folder, "config.json")) for folder in run_folders)
 
+    for save_to in (machine_a, machine_b):  # the tune folders hold the storage, but not its password
+        with open(os.path.join(save_to, tune.MARKER)) as file:
+            assert json.load(file)["storage"] == postgres_url.replace(":secret@", ":***@")
+
     # The process that finished the last trial summed up a study with nothing left to finish.
     last = max(finished, key=lambda t: t.datetime_complete)
     with open(os.path.join(os.path.dirname(last.user_attrs["run_folder"]), "best.json")) as file:
