@@ -64,7 +64,9 @@ def scores(run_dir, test):
 
 
 def freezing(head, unfreeze):
-    return f"--from_ckpt --freeze_epochs 5 --head_lr_factor {head:g} --unfreeze_lr_factor {unfreeze:g}"
+    """(name of its rows, train.py flags after --from_ckpt PRE) of one freezing recipe."""
+    flags = ["--freeze_epochs", "5", "--head_lr_factor", f"{head:g}", "--unfreeze_lr_factor", f"{unfreeze:g}"]
+    return " ".join(["--from_ckpt", *flags]), flags
 
 
 def starts(pretrained, recipes):
@@ -72,8 +74,8 @@ def starts(pretrained, recipes):
     yield "from scratch", []
     yield "--from_ckpt", ["--from_ckpt", pretrained]
     for head, unfreeze in recipes:
-        yield freezing(head, unfreeze), ["--from_ckpt", pretrained, "--freeze_epochs", "5", "--head_lr_factor",
-                                         str(head), "--unfreeze_lr_factor", str(unfreeze)]
+        name, flags = freezing(head, unfreeze)
+        yield name, ["--from_ckpt", pretrained, *flags]
 
 
 def main():
@@ -115,7 +117,7 @@ def main():
     for (size, start), values in results.items():
         per_split = "  ".join(f"{split} {np.mean(by_split[(size, start, split)]):.3f}" for split in SPLITS)
         print(f"  {size:2d} a class  {start:76} {per_split}  both {np.mean(values):.3f}")
-    default = freezing(config.DEFAULTS["head_lr_factor"], config.DEFAULTS["unfreeze_lr_factor"])
+    default = freezing(config.DEFAULTS["head_lr_factor"], config.DEFAULTS["unfreeze_lr_factor"])[0]
     gains = []
     for size, goal in GOALS.items():
         scratch = np.mean(results[(size, "from scratch")])

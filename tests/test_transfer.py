@@ -48,6 +48,10 @@ def base_of(model, name="quickdraw_cnn"):
     return transfer.head_and_base(model, config.MODELS[name].head)[1]
 
 
+def batch_norms(model):
+    return [layer for layer in transfer.weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 @pytest.fixture
 def five_classes(tmp_path):
     return write_npy(str(tmp_path / "five"), {name: 24 for name in ["a", "b", "c", "d", "e"]})
@@ -133,9 +137,7 @@ def test_a_mobilenet_base_freezes_whole_with_its_batchnorm(two_classes, tmp_path
     epoch_1, epoch_2 = (load(os.path.join(run_dir, "checkpoints", f"epoch_00{n}.keras")) for n in (1, 2))
     assert same(weights_of(base_of(epoch_1, "mobilenet_v2")), weights_of(base_of(initial, "mobilenet_v2")))
     assert not same(weights_of(base_of(epoch_1, "mobilenet_v2")), weights_of(base_of(epoch_2, "mobilenet_v2")))
-    def batch_norms(model):  # inside the nested backbone too: an ImageNet backbone keeps its statistics
-        return [layer for layer in transfer.weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-
+    # inside the nested backbone too: an ImageNet backbone keeps its statistics
     assert batch_norms(epoch_1) and same(weights_of(batch_norms(epoch_1)), weights_of(batch_norms(epoch_2)))
 
 
