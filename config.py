@@ -72,6 +72,7 @@ DEFAULTS = {
     "workers": 1,
     "use_multiprocessing": False,
     "mixed_precision": False,
+    "distribute": "none",
     "cache_mb": 1024,
 }
 
@@ -102,7 +103,7 @@ def read(run_dir):
     try:
         settings = json.loads(storage.read_text(path))
     except ValueError as error:
-        raise UserError(f"cannot read {path}: {error}") from None
+        raise UserError(f"cannot read {path}: {error}") from error
     missing = [key for key in REQUIRED if not isinstance(settings, dict) or key not in settings]
     if missing:
         raise UserError(f"{path} is incomplete: missing {', '.join(missing)}")
@@ -118,4 +119,4 @@ def build_model(settings):
     try:
         return MODELS[settings["model"]].construct(shape, len(settings["class_names"]), **settings["model_kwargs"])
     except (ValueError, TypeError) as error:
-        raise UserError(f"cannot build {settings['model']} for input {shape}: {error}") from None
+        raise UserError(f"cannot build {settings['model']} for input {shape}: {error}") from error

@@ -106,7 +106,8 @@ class BatchGenerator(keras.utils.PyDataset):
     longer to decode and resize than to augment, and a small data set is read again every epoch."""
 
     def __init__(self, reader, mode="train", batch_size=32, input_size=(28, 28), channels=1, jitter=False,
-                 seed=0, train_ratio=0.8, limit=None, shard=0, num_shards=1, cache_mb=0, **kwargs):
+                 seed=0, train_ratio=0.8, limit=None, shard=0, num_shards=1, whole_batches=False, cache_mb=0,
+                 **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size}")
@@ -116,8 +117,13 @@ class BatchGenerator(keras.utils.PyDataset):
         self.reader, self.mode, self.global_batch_size = reader, mode, batch_size
         self.batch_size = batch_size // num_shards
         self.shard, self.num_shards = shard, num_shards
+        self.whole_batches = whole_batches or num_shards > 1
         self.input_size, self.channels, self.seed = tuple(input_size), channels, seed
         self.indices = select(reader, mode, seed, train_ratio, limit)
+        if self.whole_batches and len(self.indices) < batch_size:
+            raise UserError(f"the {mode} split of {reader} has {len(self.indices)} items, fewer than one batch of "
+                            f"{batch_size}, and data-parallel training takes whole batches only; use a smaller "
+                            f"--batch_size")
         self.augmenter = default_augmenter(channels) if jitter and mode == "train" else None
         self.epoch = 0
         self._order_of_epoch = (None, None)
@@ -130,13 +136,14 @@ class BatchGenerator(keras.utils.PyDataset):
         """This epoch's item order: shuffled from (seed, epoch) in train mode, fixed otherwise.
 
         With several shards (processes), shard k takes every num_shards-th item of each global batch, so the
-        processes' batches together form the global batch; the last partial global batch is dropped so that
-        every process has the same number of equal batches. Computed once per epoch."""
+        processes' batches together form the global batch. The last partial global batch is dropped then, and
+        with `whole_batches` (data-parallel training, whose batch must split evenly over the devices), so that
+        every process and device has the same number of equal batches. Computed once per epoch."""
         if self._order_of_epoch[0] != self.epoch:
             order = self.indices
             if self.mode == "train":
                 order = np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
-            if self.num_shards > 1:
+            if self.whole_batches:
                 whole = len(order) // self.global_batch_size * self.global_batch_size
                 order = order[:whole][self.shard::self.num_shards]
             self._order_of_epoch = (self.epoch, order)
@@ -194,14 +201,16 @@ def open_run_data(settings):
     return train, val
 
 
-def run_batches(settings, train_reader, val_reader, limit=None, shard=0, num_shards=1, **loader_options):
+def run_batches(settings, train_reader, val_reader, limit=None, shard=0, num_shards=1, whole_batches=False,
+                **loader_options):
     """(training, validation) BatchGenerators of a run: the split of --data, or all of --val_data.
 
     `limit` caps the validation items (a seeded sample); `shard` of `num_shards` is this process's share
-    in multi-process training; `loader_options` go to PyDataset."""
+    in multi-process training; `whole_batches` drops partial batches (data-parallel training);
+    `loader_options` go to PyDataset."""
     common = dict(batch_size=settings["batch_size"], input_size=settings["input_size"],
                   channels=settings["channels"], seed=settings["seed"], shard=shard, num_shards=num_shards,
-                  cache_mb=settings.get("cache_mb", 0), **loader_options)
+                  whole_batches=whole_batches, cache_mb=settings.get("cache_mb", 0), **loader_options)
     ratio = 1.0 if val_reader else settings["train_ratio"]
     train = BatchGenerator(train_reader, "train", jitter=settings["jitter"], train_ratio=ratio, **common)
     val = (BatchGenerator(val_reader, "test", limit=limit, **common) if val_reader else

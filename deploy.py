@@ -89,7 +89,7 @@ def to_int8_tflite(model, calibration):
         with console.captured_output():  # the converter's chatter, shown only if it fails
             return converter.convert()
     except Exception as error:
-        raise UserError(f"int8 TFLite conversion failed: {first_line(error)}") from None
+        raise UserError(f"int8 TFLite conversion failed: {first_line(error)}") from error
 
 
 def described(model_bytes, settings, run_dir):

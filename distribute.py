@@ -57,20 +57,31 @@ def cluster_from(coordinator_address=None, num_processes=None, process_id=None, 
     return cluster
 
 
-def start(mode, cluster):
-    """Join the processes and set Keras' distribution, before any model is built."""
+def check(mode, cluster):
+    """What start() would refuse, refused before anything is written or joined."""
     if mode not in MODES:
         raise UserError(f"unknown --distribute '{mode}'; choose from: {', '.join(MODES)}")
-    if mode == "none":
-        if cluster.num_processes > 1:
-            raise UserError("several processes were given; add --distribute data_parallel")
-        return
-    if keras.backend.backend() != "jax":
+    if mode == "none" and cluster.num_processes > 1:
+        raise UserError("several processes were given; add --distribute data_parallel")
+    if mode != "none" and keras.backend.backend() != "jax":
         raise UserError("--distribute data_parallel runs on the JAX backend: pip install -r "
                         "requirements-distributed.txt and set KERAS_BACKEND=jax")
+
+
+def start(mode, cluster, batch_size):
+    """Join the processes and set Keras' distribution, before any model is built; each device takes an equal
+    share of every batch."""
+    check(mode, cluster)
+    if mode == "none":
+        return
     import jax
     if cluster.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(cluster.coordinator_address, cluster.num_processes, cluster.process_id)
-    keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=keras.distribution.list_devices(), auto_shard_dataset=False))
+    devices = keras.distribution.list_devices()
+    if batch_size % len(devices):
+        raise UserError(f"--batch_size {batch_size} does not split over the {len(devices)} devices of "
+                        f"--distribute data_parallel; use a multiple of {len(devices)}")
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
+    print(f"--distribute data_parallel: the model is replicated on {len(devices)} device(s) of "
+          f"{cluster.num_processes} process(es)")

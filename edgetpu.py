@@ -82,7 +82,7 @@ def load_interpreter(path):
         )
     except (ValueError, RuntimeError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{path} is not a TFLite model ({detail})") from None
+        raise UserError(f"{path} is not a TFLite model ({detail})") from error
 
 
 def _dtype_name(dtype):

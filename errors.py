@@ -2,11 +2,14 @@
 
 A mistake in what the user gave (a path, a flag value, a file) is a UserError: the tools print it as one
 line `error: ...`, exit with code 2, and have written nothing. Anything else is a bug and keeps its traceback.
+A UserError raised for a library failure is chained to it (`raise UserError(...) from error`), and with
+KERAS_TEMPLATE_VERBOSE=1 the tools print that whole chain before the line, so the cause is never lost.
 """
 import argparse
 import functools
 import json
 import sys
+import traceback
 
 import console
 
@@ -33,13 +36,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def reports_user_errors(main):
-    """Wrap a CLI entry point: a UserError becomes `error: ...` on stderr and exit code 2."""
+    """Wrap a CLI entry point: a UserError becomes `error: ...` on stderr and exit code 2 (after its chained
+    traceback when console.VERBOSE)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except UserError as error:
+            if console.VERBOSE:
+                traceback.print_exception(error, file=sys.stderr)
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 

@@ -135,7 +135,7 @@ def _load_keras(path):
         with storage.local_file(path) as local:  # Keras reads a full-model .h5 only from a local file
             model = keras.saving.load_model(local, compile=False)
     except Exception as error:  # any failure to load is a bad file from the user's point of view
-        raise UserError(f"cannot load {path} as a Keras model ({first_line(error)[:200]}); {ACCEPTED}") from None
+        raise UserError(f"cannot load {path} as a Keras model ({first_line(error)[:200]}); {ACCEPTED}") from error
     return KerasClassifier(path, model)
 
 
@@ -148,7 +148,7 @@ def _load_tflite(path):
     except (ValueError, RuntimeError) as error:  # not a model, or an op this CPU runtime lacks (an Edge TPU op)
         hint = "; an Edge TPU model runs only with the Edge TPU runtime" if "edgetpu" in str(error).lower() else ""
         raise UserError(f"cannot load {path} as a TFLite model to run here ({first_line(error)[:200]}){hint}; "
-                        f"{ACCEPTED}") from None
+                        f"{ACCEPTED}") from error
 
 
 def load_classifier(path):

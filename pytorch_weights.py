@@ -157,12 +157,12 @@ def read_state_dict(path):
             storages = read_storages(file, unpickler)
             return {name: view_of(storages[tensor.storage.key], tensor) for name, tensor in state.items()}
     except Malformed as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
+        raise ValueError(f"cannot read {path}: {error}") from error
     except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
-    except EOFError:
-        raise ValueError(f"cannot read {path}: it ends too early (a truncated file)") from None
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from error
+    except EOFError as error:
+        raise ValueError(f"cannot read {path}: it ends too early (a truncated file)") from error
     except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
             struct.error) as error:  # what a damaged pickle stream raises
         raise ValueError(f"cannot read {path}: not a legacy PyTorch state_dict ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from None
+                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error

@@ -52,7 +52,7 @@ def decode_image(data, name):
                     image = image.convert("L" if image.mode in ("1", "F", "LA") else "RGB")
                 array = np.asarray(image, dtype=np.uint8)
     except Exception as error:
-        raise UserError(f"cannot decode image {name}: {error}") from None
+        raise UserError(f"cannot decode image {name}: {error}") from error
     return array[:, :, None] if array.ndim == 2 else array
 
 
@@ -148,7 +148,7 @@ class QuickDrawNpy:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as error:
-            raise UserError(f"cannot read {path} as a .npy array: {error}") from None
+            raise UserError(f"cannot read {path} as a .npy array: {error}") from error
         side = int(round(np.sqrt(array.shape[1]))) if array.ndim == 2 else None
         square = (array.ndim == 2 and side * side == array.shape[1]) or (
             array.ndim == 3 and array.shape[1] == array.shape[2])
@@ -321,7 +321,7 @@ class TFRecords:
             return self.parse(payload).features.feature
         except Exception as error:
             raise UserError(f"corrupted record in {self.files[self.file_of[i]]} at offset "
-                            f"{int(self.offsets[i]) - 12}: {error}") from None
+                            f"{int(self.offsets[i]) - 12}: {error}") from error
 
     def example(self, i):
         (_, payload), = self.payloads([i])

@@ -11,7 +11,9 @@ GET /v1/models/NAME/metadata (input shape and dtype, class names), POST /v1/mode
 the model's input shape, answered with {"predictions": [...]}, one probability vector per instance.
 Images are decoded by reader.decode_image and resized by datagen.prepare, as in training and predict.py, so a
 served answer equals predict.py's for the same file. Every refused request is JSON {"error": "..."} with a 4xx
-status, and the server goes on serving.
+status, and the server goes on serving. An unexpected failure (a bug) is logged with its traceback and an id,
+and answered 500 {"error": "internal error", "id": ...}: the client learns nothing of the code, the operator
+finds the log line by the id.
 """
 import argparse
 import base64
@@ -19,10 +21,13 @@ import binascii
 import html
 import io
 import json
+import logging
 import os
 import queue
 import socket
+import sys
 import time
+import uuid
 
 import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import requirements
@@ -34,6 +39,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -46,6 +52,7 @@ from inference import (LABELS, check_class_names, class_names_beside, image_clas
 from reader import decode_image
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
+log = logging.getLogger("serve")
 
 
 def port_number(text):
@@ -283,15 +290,38 @@ def build_app(name, pool, class_names, max_request_bytes, max_instances, max_ima
                        f"/v1/models/{name}/metadata and /v1/models/{name}:predict")
         return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
 
-    async def server_error(request, error):
-        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
-
     routes = [Route("/", index), Route("/app.js", script),
               Route("/v1/models/{name}:predict", model_predict, methods=["POST"]),
               Route("/v1/models/{name}/metadata", model_metadata),
               Route("/v1/models/{name}", model_status)]
-    return Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error,
-                                                       Exception: server_error})
+    return Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error},
+                     middleware=[Middleware(InternalErrors)])
+
+
+class InternalErrors:
+    """ASGI middleware: an exception no handler answered is logged with its traceback under a new id, and the
+    client gets a 500 that carries only that id. (Starlette's own handler for Exception would re-raise it after
+    answering, so the server would log it a second time, without the id.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as error:
+            if scope["type"] != "http" or started:  # nothing left to answer with: the server logs and closes
+                raise
+            error_id = uuid.uuid4().hex[:12]
+            log.error("internal error %s on %s %s", error_id, scope["method"], scope["path"], exc_info=error)
+            await JSONResponse({"error": "internal error", "id": error_id}, status_code=500)(scope, receive, send)
 
 
 def listening_socket(host, port):
@@ -306,7 +336,7 @@ def listening_socket(host, port):
     except OSError as error:
         sock.close()
         raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}); "
-                        f"choose another --port (0 picks a free one) or --host") from None
+                        f"choose another --port (0 picks a free one) or --host") from error
     return sock
 
 
@@ -326,6 +356,10 @@ def main(argv=None):
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {pool.kind} model {path} as {name!r} at http://{shown}:{port}/ "
           f"(REST: /v1/models/{name}:predict)", flush=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False  # one line per failure, whatever handlers the libraries put on the root logger
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
 

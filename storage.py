@@ -28,7 +28,7 @@ def reported(function):
         try:
             return function(path, *args, **kwargs)
         except tf.errors.OpError as error:
-            raise UserError(f"cannot use {path}: {error.message.strip().splitlines()[0]}") from None
+            raise UserError(f"cannot use {path}: {error.message.strip().splitlines()[0]}") from error
 
     return wrapper
 

@@ -48,7 +48,7 @@ def _model(model_bytes):
         model = flatbuffer_utils.read_model_from_bytearray(model_bytes)
     except Exception as error:  # the flatbuffers runtime has no verifier: a damaged file fails in many ways
         detail = str(error).splitlines()[0] if str(error) else ""
-        raise ValueError(f"not a readable TFLite model ({type(error).__name__}: {detail})") from None
+        raise ValueError(f"not a readable TFLite model ({type(error).__name__}: {detail})") from error
     if len(model.subgraphs or []) != 1:
         raise ValueError(f"the model has {len(model.subgraphs or [])} subgraphs; metadata here describes one")
     return model
@@ -176,8 +176,8 @@ def _packed_lines(model_bytes, file_name):
     try:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as files:
             return files.read(file_name).decode("utf-8").splitlines()
-    except (zipfile.BadZipFile, KeyError):
-        raise ValueError(f"the metadata names {file_name} but the model does not pack it") from None
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"the metadata names {file_name} but the model does not pack it") from error
 
 
 def _labels_file(tensor):

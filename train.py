@@ -87,8 +87,9 @@ def parse_args(argv=None):
                    help="load batches in processes rather than threads")
     p.add_argument("--mixed_precision", action=argparse.BooleanOptionalAction,
                    help="float16 compute with float32 weights; speeds up GPUs only (default: off)")
-    p.add_argument("--distribute", choices=distribute.MODES, default="none",
-                   help="data_parallel: replicate over all devices of all processes (JAX backend; see README)")
+    p.add_argument("--distribute", choices=distribute.MODES,
+                   help="data_parallel: replicate over all devices of all processes (JAX backend; see README) "
+                        f"(default: {d['distribute']})")
     p.add_argument("--coordinator_address", help="host:port of process 0, the same for every process "
                                                  "(default: from TF_CONFIG when set)")
     p.add_argument("--num_processes", type=positive_int, help="processes in a multi-process job")
@@ -231,8 +232,7 @@ def main(argv=None):
     """Train as the command line says; returns the trained model (for scripts and tests)."""
     args = parse_args(argv)
     cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
-    settings = dict(settings_from(args), distribute=args.distribute)
-    return run(settings, args.resume, args.overwrite, cluster)
+    return run(settings_from(args), args.resume, args.overwrite, cluster)
 
 
 def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), extra_callbacks=()):
@@ -244,13 +244,14 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
         write_sample_if_default(settings)
     train_reader, val_reader = open_run_data(settings)
     train_gen, val_gen = run_batches(settings, train_reader, val_reader, shard=cluster.process_id,
-                                     num_shards=cluster.num_processes, workers=settings["workers"],
-                                     use_multiprocessing=settings["use_multiprocessing"])
+                                     num_shards=cluster.num_processes,
+                                     whole_batches=settings.get("distribute", "none") != "none",
+                                     workers=settings["workers"], use_multiprocessing=settings["use_multiprocessing"])
     settings.update(class_names=train_reader.class_names, data_format=train_reader.fmt,
                     data=[os.path.abspath(p) for p in settings["data"]],
                     val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None,
                     num_processes=cluster.num_processes)
-    distribute.start(settings.get("distribute", "none"), cluster)
+    distribute.start(settings.get("distribute", "none"), cluster, settings["batch_size"])
     settings["dtype_policy"] = dtype_policy(settings.get("mixed_precision", False))
     keras.mixed_precision.set_global_policy(settings["dtype_policy"])
     keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model

@@ -55,7 +55,7 @@ def load_checkpoint(model, path):
     try:
         model.load_weights(path)
     except Exception as error:
-        raise UserError(f"cannot load weights from {path} into {model.name}: {error}") from None
+        raise UserError(f"cannot load weights from {path} into {model.name}: {error}") from error
 
 
 def load_matching(model, source, path):

@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 
 import callbacks
 import config
+import distribute
 import storage
 import train
 from datagen import open_run_data
@@ -45,7 +46,8 @@ GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process di
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial does not count: it is tried again
 # Flags tune.py sets for each trial, and settings that are what is searched on rather than searchable.
 MANAGED_FLAGS = ("--save_to", "--resume", "--overwrite")
-NOT_SEARCHABLE = {"data", "data_format", "val_data", "classes", "save_to", "model", "model_kwargs", "from_ckpt"}
+NOT_SEARCHABLE = {"data", "data_format", "val_data", "classes", "save_to", "model", "model_kwargs", "from_ckpt",
+                  "distribute"}
 TYPES = ("float", "int", "categorical")
 # What every model's search covers unless its SPEC.space replaces an entry; SPEC.space adds the model's arguments.
 TRAINING_SPACE = {
@@ -106,7 +108,7 @@ def read_space(path):
     try:
         return json.loads(storage.read_text(path))
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read the search space {path}: {error}") from None
+        raise UserError(f"cannot read the search space {path}: {error}") from error
 
 
 def check_space(space, where, model):
@@ -230,9 +232,15 @@ def without_password(url):
         return url
 
 
+# Storage failures that a second try can mend: a server not answering yet, tables that processes started together
+# race to create. A URL that names no database or a driver that is not installed is the user's to fix; anything
+# else is a bug and keeps its traceback.
+RETRIED = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
+NOT_A_STORAGE = (sqlalchemy.exc.ArgumentError, ImportError)
+
+
 def open_study(url, attempts=3):
-    """The study in `url`, created if new. Processes that start together race to create its tables, so a
-    failure is tried again before it counts."""
+    """The study in `url`, created if new; a failure that a retry can mend is tried again before it counts."""
     for attempt in range(attempts):
         try:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
@@ -241,10 +249,10 @@ def open_study(url, attempts=3):
             return optuna.create_study(storage=rdb, study_name=STUDY_NAME, direction="maximize",
                                        load_if_exists=True,
                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-        except Exception as error:  # a bad URL, a missing driver, a server that does not answer
-            if attempt + 1 == attempts:
+        except (*RETRIED, *NOT_A_STORAGE) as error:
+            if attempt + 1 == attempts or isinstance(error, NOT_A_STORAGE):
                 raise UserError(f"cannot open the study storage {without_password(url)}: {first_line(error)}") \
-                    from None
+                    from error
             time.sleep(1 + attempt)
 
 
@@ -256,6 +264,18 @@ def settle_dead_trials(study):
     optuna.storages.fail_stale_trials(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.record_heartbeat(trial._trial_id)  # Optuna has no public call that takes a trial number
+
+
+def one_process(flags):
+    """The cluster of every trial: this process alone. A trial may replicate its model over this machine's devices
+    (--distribute data_parallel), but tune.py cannot start the other processes of a multi-process run."""
+    given = [f"--{name}" for name in ("coordinator_address", "num_processes", "process_id")
+             if getattr(flags, name) is not None]
+    if given or distribute.cluster_from().num_processes > 1:
+        raise UserError(f"tune.py runs each trial in this one process, so {', '.join(given) or 'a TF_CONFIG cluster'} "
+                        f"cannot be honoured: remove it (--distribute data_parallel still replicates each trial over "
+                        f"this machine's devices)")
+    return distribute.Cluster()
 
 
 def check_tune_folder(save_to, marker):
@@ -279,7 +299,9 @@ def finished(study):
 def run_trials(study, objective, trials, timeout):
     remaining = trials - finished(study)
     if remaining > 0:
-        # A trial that train.py refuses (a UserError) fails alone; the study goes on with the next one.
+        # A trial that train.py refuses (a UserError) fails alone; the study goes on with the next one. Any other
+        # exception is a bug: it fails its trial and ends the study with its traceback. Only a trial whose process
+        # died (its heartbeat stopped) is tried again.
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(UserError,), callbacks=[
             optuna.study.MaxTrialsCallback(trials, states=FINISHED), announce])
 
@@ -316,6 +338,7 @@ def save_pictures(study, save_to):
                        ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
         try:
             with warnings.catch_warnings(record=True) as said:  # e.g. "importances will be equal": one line of ours
+                warnings.simplefilter("always")  # every warning, even one already shown from the same place
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # both plots are, since 2.2
                 draw(study)
         except Exception as error:  # e.g. importances need two finished trials that differ; the rest stands
@@ -374,6 +397,7 @@ def main(argv=None):
                         args.space or f"the search space of models/{model}.py", model)
     check_against_train(space, args.train_flags, fixed.model_kwargs or {})
     settings = train.settings_from(fixed)
+    distribute.check(settings["distribute"], one_process(fixed))
     train.write_sample_if_default(settings)  # as train.run does: no --data means the synthetic sample
     open_run_data(settings)  # missing or unreadable data: before anything is written
     save_to = os.path.abspath(args.save_to)

@@ -1,8 +1,11 @@
 """Model files: each declares SPEC = ModelSpec(...) beside its construct(); config.MODELS lists them by name.
 
 The declaration is everything the rest of the template needs from a model: train.py's default input, the head
-that --freeze_epochs trains first, a size small enough for the tests, and what tune.py searches. Nothing else
-in the template (tests included) names a model, so adding one is a file here plus its name in config.py.
+that --freeze_epochs trains first, a size small enough for the tests, and what tune.py searches. Beyond
+config.py's list and default, the template's code names no model, and the tests that hold for every model
+(tests/test_models.py, the one-epoch training and int8 checks) read the registry, so adding one is a file here
+plus its name in config.py. Tests of one model's own behaviour (EfficientNet-Lite's weights, MobileNet's
+preprocessing) name it.
 """
 import importlib
 from dataclasses import dataclass, field

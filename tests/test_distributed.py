@@ -35,6 +35,15 @@ def test_shards_together_make_each_global_batch(tmp_path):
         BatchGenerator(reader, batch_size=9, num_shards=2)
 
 
+def test_data_parallel_takes_whole_batches_only(tmp_path):
+    """Each device takes an equal share of a batch, so a last partial batch is dropped, in training and validation."""
+    reader = DataReader(write_npy(str(tmp_path / "npy"), {"a": 50, "b": 53}))
+    val = BatchGenerator(reader, "val", batch_size=8, whole_batches=True)
+    assert len(val) == len(val.indices) // 8 and [len(val[i][0]) for i in range(len(val))] == [8] * len(val)
+    with pytest.raises(UserError, match=f"has {len(val.indices)} items, fewer than one batch of 64"):
+        BatchGenerator(reader, "val", batch_size=64, whole_batches=True)
+
+
 def test_cluster_from_flags_tf_config_or_nothing():
     assert distribute.cluster_from(environ={}) == distribute.Cluster(0, 1, None)
     assert distribute.cluster_from("h:1", 3, 2, environ={}) == distribute.Cluster(2, 3, "h:1")

@@ -1,9 +1,11 @@
 """serve.py: TF Serving REST answers for b64 and pixel instances equal predict.py's, every bad input is a JSON 4xx
 while the server keeps serving, concurrent requests are answered right, and bad flags are one-line errors."""
+import asyncio
 import base64
 import csv
 import http.client
 import json
+import logging
 import os
 import socket
 import struct
@@ -258,10 +260,66 @@ def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(server):
         assert response.status == 413 and "1000000000 bytes" in json.loads(response.read())["error"]
     finally:
         connection.close()
-    streamed = (b"x" * 50_000 for _ in range(6))  # http.client sends it chunked: refused as it streams in
-    status, answer, _ = server.request("POST", f"/v1/models/{server.name}:predict", streamed)
-    assert status == 413 and "over the limit of 200000 bytes" in answer["error"]
     assert server.is_serving()
+
+
+def test_a_streamed_body_over_the_limit_is_refused_as_it_streams_in(server):
+    """Chunks past --max_request_bytes are answered 413 without waiting for the body's end: the client stops
+    sending after the limit and still gets its answer (the server may close the connection before reading the
+    rest, so a client that went on sending would meet a reset rather than the answer)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/models/{server.name}:predict HTTP/1.1\r\nHost: test\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = b"x" * 50_000
+        for _ in range(LIMITS["max_request_bytes"] // len(chunk) + 1):  # one chunk past the limit, no last chunk
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = sock.makefile("rb")
+        status = int(reply.readline().split()[1])
+        headers = dict(line.decode().rstrip("\r\n").split(": ", 1) for line in iter(reply.readline, b"\r\n"))
+        answer = json.loads(reply.read(int(headers["content-length"])))
+    assert status == 413 and "over the limit of 200000 bytes" in answer["error"]
+    assert headers["connection"] == "close" and server.is_serving()
+
+
+def test_an_internal_error_is_logged_with_its_traceback_and_answered_with_only_its_id(caplog):
+    """A failure no handler expects (here the model itself) reaches the log, with an id; the client gets the id."""
+
+    class BrokenPool:
+        path, kind, input_shape, num_classes = "broken.tflite", "tflite", (2, 2, 1), 2
+
+        def predict(self, images):
+            raise RuntimeError("the model broke at tensor 7")
+
+    app = serve.build_app("broken", BrokenPool(), ["a", "b"], **{k: v for k, v in LIMITS.items()})
+    body = json.dumps({"instances": [[[[0], [255]], [[255], [0]]]]}).encode()
+    with caplog.at_level(logging.ERROR, logger="serve"):
+        status, answer = asyncio.run(asgi_request(app, "POST", "/v1/models/broken:predict", body))
+    assert status == 500 and set(answer) == {"error", "id"} and answer["error"] == "internal error"
+    assert "tensor 7" not in json.dumps(answer)
+    [record] = [r for r in caplog.records if r.name == "serve"]
+    assert answer["id"] in record.getMessage() and "/v1/models/broken:predict" in record.getMessage()
+    assert record.exc_info[0] is RuntimeError and "the model broke at tensor 7" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text
+
+
+async def asgi_request(app, method, path, body):
+    """(status, parsed JSON body) of one HTTP request sent straight to an ASGI app, as a server would."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"content-length", str(len(body)).encode())], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
 
 
 def test_wrong_methods_are_json_405(server):

@@ -64,18 +64,25 @@ def test_a_three_trial_study_writes_three_run_folders_best_json_and_the_pictures
         assert os.path.getsize(os.path.join(study_folder, picture)) > 1000
 
 
-def test_a_warning_while_drawing_is_one_line_of_tune_py(study_folder, tmp_path, capsys, monkeypatch):
-    def importances_with_a_warning(study):
-        warnings.warn("Parameter importances will be equal.", UserWarning)
-        return plot_importances(study)
-
-    plot_importances = optuna.visualization.matplotlib.plot_param_importances
-    monkeypatch.setattr(optuna.visualization.matplotlib, "plot_param_importances", importances_with_a_warning)
-    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{study_folder}/study.db")
-    assert tune.save_pictures(study, str(tmp_path)) == ["optimization_history.png", "param_importances.png"]
-    out, err = capsys.readouterr()
-    assert "param_importances.png: Parameter importances will be equal." in out.splitlines() and err == ""
-    assert all(line.startswith(("optimization_history.png: ", "param_importances.png: ")) for line in out.splitlines())
+def test_a_warning_while_drawing_is_one_line_of_tune_py(study_folder, tmp_path):
+    """In a fresh process, so that no earlier test decides which warnings this one sees."""
+    script = f"""
+import sys, warnings
+sys.path.insert(0, {ROOT!r})
+import optuna, tune
+draw = optuna.visualization.matplotlib.plot_param_importances
+def importances_with_a_warning(study):
+    warnings.warn("Parameter importances will be equal.", UserWarning)
+    return draw(study)
+optuna.visualization.matplotlib.plot_param_importances = importances_with_a_warning
+study = optuna.load_study(study_name=tune.STUDY_NAME, storage="sqlite:///{study_folder}/study.db")
+print(tune.save_pictures(study, {str(tmp_path)!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert lines == ["param_importances.png: Parameter importances will be equal.",
+                     "['optimization_history.png', 'param_importances.png']"]
 
 
 def test_deploy_accepts_the_best_trial_folder(study_folder, tmp_path):
@@ -142,7 +149,8 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_tri
     with no heartbeat, which Optuna alone never fails."""
     save_to = str(tmp_path / "tune")
     assert exit_code(tune.main, tune_flags(drawings, str(tmp_path), save_to, trials=1, epochs=3)) == 0
-    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna: ask() does not beat (that is the point here)
+    with warnings.catch_warnings():  # Optuna may say that ask() does not beat: that is the point here
+        warnings.simplefilter("ignore", UserWarning)
         orphan = tune.open_study(f"sqlite:///{save_to}/study.db").ask()  # created, never beating: a dead process
     monkeypatch.setattr(tune, "GRACE_SECONDS", 1)  # stale once its heartbeat is two seconds old (SQLite's clock
     # counts whole seconds), before the third of the three trials that follow starts
@@ -163,6 +171,71 @@ def test_two_processes_on_one_storage_make_one_study_of_distinct_trials(drawings
     assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
     written = [name for folder in folders for name in os.listdir(folder) if name.startswith("trial_")]
     assert len(written) == len(set(written)) >= 4  # each trial ran in one process only
+
+
+def test_a_bug_in_a_trial_ends_the_study_with_its_traceback_and_is_not_tried_again(drawings, tmp_path, monkeypatch):
+    def broken_run(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the training code")
+
+    monkeypatch.setattr(tune.train, "run", broken_run)
+    save_to = str(tmp_path / "tune")
+    with pytest.raises(ZeroDivisionError, match="a bug in the training code"):
+        tune.main(tune_flags(drawings, str(tmp_path), save_to, trials=3))
+    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{save_to}/study.db")
+    assert states(study) == ["FAIL"]  # neither retried nor followed by another trial
+
+
+@pytest.mark.parametrize("url, words, retries", [
+    ("sqlite:///{tmp}/no/such/folder/study.db", "unable to open database file", 2),  # the database's own error
+    ("not a url", "Could not parse", 0),
+    ("mysql://user@localhost/study", "Failed to import DB access module", 0),
+])
+def test_only_storage_failures_that_a_retry_can_mend_are_tried_again(tmp_path, monkeypatch, url, words, retries):
+    pauses = []
+    monkeypatch.setattr(tune.time, "sleep", pauses.append)
+    with pytest.raises(tune.UserError, match=words):
+        tune.open_study(url.format(tmp=tmp_path))
+    assert len(pauses) == retries
+
+
+def test_a_bug_while_opening_the_study_is_not_tried_again(tmp_path, monkeypatch):
+    def broken_storage(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(tune.optuna.storages, "RDBStorage", broken_storage)
+    monkeypatch.setattr(tune.time, "sleep", lambda seconds: pytest.fail("retried a bug"))
+    with pytest.raises(KeyError):
+        tune.open_study(f"sqlite:///{tmp_path}/study.db")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--distribute", "data_parallel"], "runs on the JAX backend"),
+    (["--num_processes", "2", "--coordinator_address", "localhost:1"], "--coordinator_address, --num_processes "
+                                                                        "cannot be honoured"),
+    (["--process_id", "0"], "--process_id cannot be honoured"),
+])
+def test_distribute_flags_tune_cannot_honour_are_one_error_line(drawings, tmp_path, capsys, flags, words):
+    if "--distribute" in flags and tune.keras.backend.backend() == "jax":
+        pytest.skip("data_parallel runs on the JAX backend")
+    save_to = str(tmp_path / "tune")
+    code, _, err = run_cli(tune.main, tune_flags(drawings, str(tmp_path), save_to, trials=1) + flags, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert not os.path.exists(save_to)
+
+
+def test_every_trial_trains_data_parallel_when_asked(drawings, tmp_path):
+    """On the JAX backend with two (virtual) CPU devices, as a machine with two accelerators would have."""
+    pytest.importorskip("jax")
+    save_to = str(tmp_path / "tune")
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tune.py"), *tune_flags(drawings, str(tmp_path), save_to,
+                                                                                       trials=2, epochs=1),
+                           "--distribute", "data_parallel", "--batch_size", "8"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("the model is replicated on 2 device(s) of 1 process(es)") == 2
+    for trial in ("trial_000", "trial_001"):
+        assert json.load(open(os.path.join(save_to, trial, "config.json")))["distribute"] == "data_parallel"
 
 
 @pytest.mark.parametrize("space, words", [
