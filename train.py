@@ -61,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=list(config.MODELS),
                    help=f"model to train, with its default input (default: {d['model']}): " + ", ".join(
                        f"{name} {'x'.join(map(str, spec.input_size))}x{spec.channels}"
+                       + (f" ({spec.size_note()} with --model_kwargs)" if spec.size_note() else "")
                        for name, spec in config.MODELS.items()))
     p.add_argument("--model_kwargs", type=json_object, help="extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'")
     p.add_argument("--input_size", type=image_size, help="model input H,W (default: the model's own, listed at --model)")
@@ -119,7 +120,7 @@ def settings_from(args):
         settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
         settings["save_to"] = args.save_to or settings["save_to"]
         spec = config.MODELS[settings["model"]]
-        settings["input_size"] = settings["input_size"] or list(spec.input_size)
+        settings["input_size"] = settings["input_size"] or list(spec.default_input_size(settings["model_kwargs"]))
         settings["channels"] = settings["channels"] or spec.channels
     if settings.get("freeze_epochs", 0) > settings["num_epochs"]:
         raise UserError(f"--freeze_epochs {settings['freeze_epochs']} is more than --num_epochs "
