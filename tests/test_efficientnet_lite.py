@@ -5,6 +5,7 @@ never trained here.
 
 Weights files are written by the tests in PyTorch's legacy layout (see pytorch_weights.py), without torch.
 """
+import dataclasses
 import functools
 import json
 import os
@@ -195,6 +196,13 @@ def test_imagenet_weights_put_real_cats_and_dogs_into_their_imagenet_classes(var
 def test_each_variant_trains_at_its_own_input_size_unless_one_is_given(flags, size):
     settings = train.settings_from(train.parse_args(["--model", "efficientnet_lite", *flags]))
     assert settings["input_size"] == size
+
+
+def test_a_spec_declares_its_input_sizes_as_sizes_and_an_odd_value_keeps_the_default():
+    spec = efficientnet_lite.SPEC
+    assert spec.default_input_size({"variant": ["lite2"]}) == (224, 224)  # a JSON list: construct() refuses it
+    with pytest.raises(TypeError, match=r"input_sizes must be \{argument: \{value: \(H, W\)\}\}"):
+        dataclasses.replace(spec, input_sizes={"variant": {"lite1": 240}})
 
 
 def test_help_names_the_input_size_of_each_variant(capsys):
