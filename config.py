@@ -65,6 +65,7 @@ DEFAULTS = {
     "unfreeze_lr_factor": 1.0,  # few drawings of new classes: 0.1 keeps the base too still (README table)
     "optimizer": "adam",
     "loss": "crossentropy",
+    "class_weight": None,  # every item weighs the same; "balanced" or {class name: weight} (class_weight.py)
     "jitter": False,
     "early_stopping": 0,
     "keep_checkpoints": 3,

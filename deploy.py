@@ -17,6 +17,7 @@ import numpy as np
 
 import config
 import edgetpu
+import edgetpu_limits
 import storage
 import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
@@ -135,10 +136,13 @@ def compile_edgetpu(compiler, tflite_path, folder, save_to, min_runtime_version)
 
 
 def edgetpu_verdict(report):
-    """Whether the Edge TPU runs the whole int8 model: the op table's answer, then the compiler's if it ran."""
+    """Whether the Edge TPU runs the whole int8 model: an op version its toolchain cannot parse fails the whole
+    compile; else the op table's answer; then the compiler's if it ran."""
     check = report["tflite_check"]
     first = check["first_unsupported"]
-    if first:
+    if check["version_problems"]:
+        verdict = f"fails: {check['version_problems'][0]}"
+    elif first:
         verdict = (f"not all ops mapped: op #{first['index']} {first['op']} is the first the Edge TPU cannot run "
                    f"({first['why']}); it and all after it run on the CPU")
     elif check["problems"]:
@@ -175,8 +179,30 @@ def summary_lines(report):
         f"  speed     int8 {int8_row['latency_ms']:.3f} ms vs float {float_row['latency_ms']:.3f} ms per image: "
         + (f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"),
         f"  Edge TPU  {edgetpu_verdict(report)}",
+        f"  ops       {ops_line(report['tflite_check'])}",
+        f"  on-chip   {on_chip_line(report['tflite_check']['parameter_memory'])}",
         f"  metadata  {metadata_line(report['metadata'])}",
     ]
+
+
+def ops_line(check):
+    """The model's min_runtime_version and each op's version, marking those the Edge TPU toolchain cannot parse."""
+    versions = ", ".join(f"{row['op']} v{row['version']}" + (
+        f" (TensorFlow 2.5: up to v{row['tf25_max']})" if row["tf25_max"] and row["version"] > row["tf25_max"] else "")
+        for row in check["op_versions"])
+    within = "newer than" if check["version_problems"] else "all within"
+    return (f"min_runtime_version {check['min_runtime_version'] or 'not written'}; {versions}: {within} TensorFlow "
+            f"2.5's registry (what {edgetpu_limits.TOOLCHAIN} parse)")
+
+
+def on_chip_line(memory):
+    """The int8 model's parameters against the Edge TPU's on-chip cache, and what streams when they exceed it."""
+    line = (f"parameters {memory['bytes'] / 2 ** 20:.2f} MiB ({memory['bytes']:,} bytes of constant buffers), "
+            f"{memory['share']:.0%} of the Edge TPU's {memory['cache_bytes'] // 2 ** 20} MiB on-chip cache")
+    if not memory["streamed_bytes"]:
+        return line
+    return (f"{line}: about {memory['streamed_bytes'] / 2 ** 20:.2f} MiB would stream from the host every "
+            f"inference, which slows inference")
 
 
 def metadata_line(metadata):

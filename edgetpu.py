@@ -4,7 +4,9 @@ Two questions matter before a model goes to a Coral device, and this module answ
 - Will it map to the Edge TPU at all? `inspect_tflite` reads the converted model with the LiteRT interpreter and
   reports what the compiler would object to: non-uint8 input/output, a batch that is not a static 1, float
   tensors (a DEQUANTIZE -> float op -> QUANTIZE island converts without any error), and the first op outside
-  Coral's op table, from where on the compiler leaves the whole rest of the graph to the CPU.
+  Coral's op table, from where on the compiler leaves the whole rest of the graph to the CPU; and, through
+  edgetpu_limits.py, each op's version against what the toolchain parses, and the parameters against the on-chip
+  cache.
 - Did the real compiler accept it? `compile_for_edgetpu` runs `edgetpu_compiler` (x86-64 Debian only, so it is
   optional), keeps its output, and counts a compile as good only when the exit code, the output file and the
   text all say so: the compiler's exit code is not documented.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+import edgetpu_limits
 from errors import UserError
 
 # Ops the Edge TPU runs, as TFLite builtin op names (what `Interpreter._get_ops_details()` reports).
@@ -116,9 +119,9 @@ def _softmax_problem(op, tensors):
     return None
 
 
-def _op_row(op, tensors):
-    """One row of the op table: index, op name, whether the Edge TPU runs it, why not, and whether it touches
-    float tensors (the ops of a float island)."""
+def _op_row(op, tensors, version):
+    """One row of the op table: index, op name and version, whether the Edge TPU runs it, why not, and whether it
+    touches float tensors (the ops of a float island)."""
     name = op["op_name"]
     floats = sorted({_dtype_name(t) for t in list(op["operand_types"]) + list(op["result_types"])}
                     & set(FLOAT_DTYPES))
@@ -130,7 +133,8 @@ def _op_row(op, tensors):
         why = _softmax_problem(op, tensors)
     else:
         why = None
-    return {"index": int(op["index"]), "op": name, "edgetpu": why is None, "why": why, "float": bool(floats)}
+    return {"index": int(op["index"]), "op": name, "version": version, "edgetpu": why is None, "why": why,
+            "float": bool(floats)}
 
 
 def _io_problems(kind, io):
@@ -150,14 +154,18 @@ def inspect_tflite(path):
     """Check a converted .tflite against what the Edge TPU compiler needs, without the compiler.
 
     Returns a dict: path; input and output (shape, shape_signature, dtype, scale, zero_point); ops (execution
-    order: index, op, edgetpu, why, float); first_unsupported (the first op the Edge TPU cannot run, or None);
-    float_tensors; problems (one line each; empty when the model should map fully); ok (no problems).
+    order: index, op, version, edgetpu, why, float); first_unsupported (the first op the Edge TPU cannot run, or
+    None); float_tensors; min_runtime_version, op_versions, version_problems and parameter_memory (edgetpu_limits);
+    problems (one line each, version problems included; empty when the model should map fully); ok (no problems).
     """
     interpreter = load_interpreter(path)
+    model = edgetpu_limits.read_model(path)
+    versions = edgetpu_limits.versions_of_ops(model)
     tensors = {int(t["index"]): t for t in interpreter.get_tensor_details()}
     inputs = [_io_details(d) for d in interpreter.get_input_details()]
     outputs = [_io_details(d) for d in interpreter.get_output_details()]
-    ops = [_op_row(op, tensors) for op in interpreter._get_ops_details()]
+    ops = [_op_row(op, tensors, versions[int(op["index"])]) for op in interpreter._get_ops_details()]
+    limits = edgetpu_limits.check(model)
     first = next((op for op in ops if not op["edgetpu"]), None)
     float_tensors = [
         {"index": i, "name": t["name"], "dtype": _dtype_name(t["dtype"])}
@@ -182,6 +190,7 @@ def inspect_tflite(path):
     if first is not None:
         problems.append(f"first op the Edge TPU cannot run: {first['op']} (op #{first['index']}); it and "
                         f"everything after it would run on the CPU ({first['why']})")
+    problems.extend(limits["version_problems"])
 
     return {
         "path": str(path),
@@ -190,6 +199,7 @@ def inspect_tflite(path):
         "ops": ops,
         "first_unsupported": first,
         "float_tensors": float_tensors,
+        **limits,
         "problems": problems,
         "ok": not problems,
     }

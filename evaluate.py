@@ -12,14 +12,16 @@ labels matched to the run's classes by name: exactly, then ignoring case, then s
 `cats/` scores as the run's `cat`), then as --class_map says; items of classes the run does not know are
 skipped. A model file without its run (--model_file and --data, no --read_from) is evaluated at its own input
 size, with the class names beside it (labels.txt, config.json) or in its own metadata (deploy.py writes them).
-Prints top-1 and top-k accuracy (k = min(5, classes)), the mean crossentropy loss and a per-class table;
+Prints top-1 accuracy, balanced accuracy (the mean per-class recall: what top-1 would be if every class had as
+many items, so a model that neglects a rare class shows it), top-k accuracy (k = min(5, classes)), the mean
+crossentropy loss and a per-class table;
 writes metrics.json, confusion_matrix.csv and confusion_matrix.png to --save_to (default:
 RUN_DIR/evaluation/<model file name with '.' as '_'>, e.g. evaluation/best_keras).
 
 Conventions (see metrics()): confusion matrix rows are true classes, columns predicted classes. A class
 that is never predicted has precision 0 (not NaN), a class absent from the labels has recall 0, and F1 is 0
-when precision + recall is 0. Macro averages are over the classes present in the labels; weighted averages
-weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
+when precision + recall is 0. Macro averages, and the balanced accuracy (the macro recall), are over the classes
+present in the labels; weighted averages weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
 to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
 """
 import argparse
@@ -85,7 +87,7 @@ def crossentropy(probabilities, labels):
 def metrics(probabilities, labels, class_names, k=None):
     """Every number evaluate.py reports, for class probabilities (N, K) and true labels (N,) in 0..K-1.
 
-    Returns a JSON-ready dict: items, top1, top_k (with k, default min(5, K)), loss, per_class
+    Returns a JSON-ready dict: items, top1, balanced_accuracy, top_k (with k, default min(5, K)), loss, per_class
     {name: {precision, recall, f1, support}}, macro and weighted averages, class_names and the confusion
     matrix (rows true, columns predicted)."""
     probabilities = np.asarray(probabilities)
@@ -107,6 +109,7 @@ def metrics(probabilities, labels, class_names, k=None):
     return {
         "items": int(len(labels)),
         "top1": float(np.mean(predicted == labels)),
+        "balanced_accuracy": float(recall[present].mean()),
         "k": int(k),
         "top_k": top_k_accuracy(probabilities, labels, k),
         "loss": crossentropy(probabilities, labels),
@@ -297,8 +300,8 @@ def main(argv=None):
                                f"{os.path.basename(path)}: {result['items']} images, top-1 {result['top1']:.4f}")
 
     print(f"{os.path.basename(path)} ({classifier.kind}) on {result['items']} images ({source['source']})")
-    print(f"top-1 accuracy {result['top1']:.4f}   top-{result['k']} accuracy {result['top_k']:.4f}   "
-          f"loss {result['loss']:.4f}")
+    print(f"top-1 accuracy {result['top1']:.4f}   balanced accuracy {result['balanced_accuracy']:.4f}   "
+          f"top-{result['k']} accuracy {result['top_k']:.4f}   loss {result['loss']:.4f}")
     print(table(result))
     print(f"wrote {METRICS}, {MATRIX_CSV}, {MATRIX_PNG} to {folder}")
 

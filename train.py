@@ -17,6 +17,7 @@ import numpy as np
 
 import allocator
 import callbacks
+import class_weight
 import config
 import distribute
 import doodles
@@ -61,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=list(config.MODELS),
                    help=f"model to train, with its default input (default: {d['model']}): " + ", ".join(
                        f"{name} {'x'.join(map(str, spec.input_size))}x{spec.channels}"
+                       + (f" ({spec.size_note()} with --model_kwargs)" if spec.size_note() else "")
                        for name, spec in config.MODELS.items()))
     p.add_argument("--model_kwargs", type=json_object, help="extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'")
     p.add_argument("--input_size", type=image_size, help="model input H,W (default: the model's own, listed at --model)")
@@ -75,6 +77,10 @@ def parse_args(argv=None):
                    help=f"learning rate over the run (default: {d['lr_schedule']})")
     p.add_argument("--optimizer", choices=list(config.OPTIMIZERS), help=f"optimizer (default: {d['optimizer']})")
     p.add_argument("--loss", choices=list(config.LOSSES), help=f"loss (default: {d['loss']})")
+    p.add_argument("--class_weight", type=class_weight.parse, metavar="balanced|JSON",
+                   help="weight each training item's loss by its class: 'balanced' (the inverse of the class's share "
+                        "of the training items) or a JSON object of class name: weight, e.g. '{\"cat\": 2.0}' (the "
+                        "classes it leaves out weigh 1) (default: every item weighs the same)")
     p.add_argument("--jitter", action=argparse.BooleanOptionalAction, help="imgaug augmentation of training images")
     p.add_argument("--early_stopping", type=non_negative_int, help="patience in epochs, 0 = off (default: 0)")
     p.add_argument("--keep_checkpoints", type=non_negative_int,
@@ -120,7 +126,7 @@ def settings_from(args):
         settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
         settings["save_to"] = args.save_to or settings["save_to"]
         spec = config.MODELS[settings["model"]]
-        settings["input_size"] = settings["input_size"] or list(spec.input_size)
+        settings["input_size"] = settings["input_size"] or list(spec.default_input_size(settings["model_kwargs"]))
         settings["channels"] = settings["channels"] or spec.channels
     if settings.get("freeze_epochs", 0) > settings["num_epochs"]:
         raise UserError(f"--freeze_epochs {settings['freeze_epochs']} is more than --num_epochs "
@@ -247,6 +253,8 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
                                      num_shards=cluster.num_processes,
                                      whole_batches=settings.get("distribute", "none") != "none",
                                      workers=settings["workers"], use_multiprocessing=settings["use_multiprocessing"])
+    class_weights = class_weight.per_class(settings.get("class_weight"), train_reader.class_names,
+                                           train_reader.labels[train_gen.indices])  # a run folder may predate it
     settings.update(class_names=train_reader.class_names, data_format=train_reader.fmt,
                     data=[os.path.abspath(p) for p in settings["data"]],
                     val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None,
@@ -261,6 +269,9 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
     print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
           f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
           + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))
+    if class_weights:
+        print(f"loss weight of each class (--class_weight): "
+              f"{class_weight.describe(class_weights, train_reader.class_names)}")
 
     best_so_far = None
     if resume:
@@ -280,13 +291,14 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
         best_so_far) + list(extra_callbacks)
     if transfer.head_on_cached_features(settings, done, cluster.num_processes):
         done = transfer.fit_head_on_features(model, config.MODELS[settings["model"]].head, train_gen, val_gen, done,
-                                             settings["freeze_epochs"], settings["num_epochs"], run_callbacks)
+                                             settings["freeze_epochs"], settings["num_epochs"], run_callbacks,
+                                             class_weights)
     if done < settings["num_epochs"] and not model.stop_training:
         # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
         # Python's global random state, which a resumed run does not share with the run it continues.
         model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
                   shuffle=False, verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
-                  callbacks=run_callbacks)
+                  callbacks=run_callbacks, class_weight=class_weights)
     if not cluster.is_chief:
         shutil.rmtree(writes_to)
         print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")

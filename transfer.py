@@ -171,9 +171,10 @@ def feature_batches(feature_model, batches):
     return cached
 
 
-def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_epochs, num_epochs, run_callbacks):
-    """Train the head for the frozen epochs from `epochs_done` on, as model.fit would (same optimizer, batches
-    and callbacks), but on features computed once; returns the epochs done."""
+def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_epochs, num_epochs, run_callbacks,
+                         class_weights=None):
+    """Train the head for the frozen epochs from `epochs_done` on, as model.fit would (same optimizer, batches,
+    callbacks and class weights), but on features computed once; returns the epochs done."""
     first = model.get_layer(head[0])
     feature_model = keras.Model(model.inputs, first.input)  # before the head model adds nodes to the head layers
     train_features, val_features = feature_batches(feature_model, train_gen), feature_batches(feature_model, val_gen)
@@ -189,7 +190,8 @@ def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_ep
     for epoch in range(epochs_done, freeze_epochs):
         hooks.on_epoch_begin(epoch)
         train_features.epoch = epoch
-        history = trainer.fit(train_features, validation_data=val_features, epochs=1, shuffle=False, verbose=0)
+        history = trainer.fit(train_features, validation_data=val_features, epochs=1, shuffle=False, verbose=0,
+                              class_weight=class_weights)
         logs = {key: float(values[-1]) for key, values in history.history.items()}
         print(f"Epoch {epoch + 1}/{num_epochs} (head alone, on features cached from the frozen base): "
               + " - ".join(f"{key}: {value:.4f}" for key, value in sorted(logs.items())), flush=True)

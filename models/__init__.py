@@ -26,12 +26,15 @@ class ModelSpec:
     # statistics are worth more than what a few dozen batches would replace them with (Keras' fine-tuning guide);
     # yes for a small model pretrained on a few classes, whose features must move (README: "Transfer learning").
     batchnorm_fine_tunes: bool = True
+    # {argument: {value: (H, W)}}: the input a value of one of construct()'s arguments is made for, when --input_size
+    # is not given (EfficientNet-Lite1 was designed and pretrained at 240x240, Lite2 at 260x260); other values: input_size.
+    input_sizes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         problems = []
         if not callable(self.construct):
             problems.append("construct must be the model's construct function")
-        if len(self.input_size) != 2 or not all(isinstance(d, int) and d > 0 for d in self.input_size):
+        if not is_size(self.input_size):
             problems.append(f"input_size must be (H, W), got {self.input_size!r}")
         if self.channels not in (1, 3):
             problems.append(f"channels must be 1 or 3, got {self.channels!r}")
@@ -39,13 +42,39 @@ class ModelSpec:
             problems.append(f"head must be a tuple of layer names, got {self.head!r}")
         if not isinstance(self.test_size, dict) or "input_size" not in self.test_size:
             problems.append(f"test_size must be a dict with input_size (and kwargs), got {self.test_size!r}")
+        if not isinstance(self.input_sizes, dict) or not all(
+                isinstance(sizes, dict) and all(is_size(size) for size in sizes.values())
+                for sizes in self.input_sizes.values()):
+            problems.append(f"input_sizes must be {{argument: {{value: (H, W)}}}}, got {self.input_sizes!r}")
         if problems:
             raise TypeError(f"ModelSpec of {getattr(self.construct, '__module__', '?')}: {'; '.join(problems)}")
+
+    def default_input_size(self, kwargs):
+        """(H, W) for a model built with `kwargs` when no input size is given: what input_sizes declares for one of
+        them, else input_size."""
+        for argument, sizes in self.input_sizes.items():
+            for value, size in sizes.items():
+                if argument in kwargs and kwargs[argument] == value:  # ==, not `in`: a JSON value may be a list
+                    return tuple(size)
+        return tuple(self.input_size)
+
+    def size_note(self):
+        """The declared input of every value that differs from input_size, for --help: 'variant lite1 240x240, ...'."""
+        notes = []
+        for argument, sizes in self.input_sizes.items():
+            other = [f"{value} {'x'.join(map(str, size))}" for value, size in sizes.items()
+                     if tuple(size) != tuple(self.input_size)]
+            notes += [f"{argument} {', '.join(other)}"] if other else []
+        return "; ".join(notes)
 
     def test_model(self, num_classes, channels=None):
         """The model at its test size, for `channels` (default: its own)."""
         shape = (*self.test_size["input_size"], channels or self.channels)
         return self.construct(shape, num_classes, **self.test_size.get("kwargs", {}))
+
+
+def is_size(size):
+    return isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(d, int) and d > 0 for d in size)
 
 
 def registry(names):

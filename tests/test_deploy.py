@@ -8,6 +8,7 @@ import pytest
 import config
 import deploy
 import edgetpu
+import edgetpu_limits
 import tflite_metadata
 import train
 from conftest import exit_code, write_npy
@@ -65,6 +66,33 @@ def test_deploy_writes_every_artifact_and_a_report_that_proves_them(run_dir, tmp
     assert report["metadata"]["classes"] == 3 and report["metadata"]["description"] == metadata["description"]
     assert report["metadata"]["mediapipe_image_classifier"].startswith("refuses it (it takes only 3- or 4-channel")
     assert "  metadata  name, input (28x28 GRAYSCALE, 0-255) and 3 class names inside model.tflite" in printed
+    # The Edge TPU's limits beyond its op table: op versions its toolchain parses, parameters its cache holds.
+    check = report["tflite_check"]
+    assert check["min_runtime_version"] == "1.14.0" and check["version_problems"] == []
+    assert {"CONV_2D": 3, "FULLY_CONNECTED": 4, "QUANTIZE": 1}.items() <= \
+        {row["op"]: row["version"] for row in check["op_versions"]}.items()
+    assert "  ops       min_runtime_version 1.14.0; QUANTIZE v1, CONV_2D v3, " in printed
+    assert ": all within TensorFlow 2.5's registry (what edgetpu_compiler 16 and libedgetpu parse)" in printed
+    memory = check["parameter_memory"]
+    assert 0 < memory["bytes"] < tflite["bytes"] and memory["streamed_bytes"] == 0
+    assert (f"  on-chip   parameters {memory['bytes'] / 2 ** 20:.2f} MiB ({memory['bytes']:,} bytes of constant "
+            f"buffers), {memory['bytes'] / 2 ** 23:.0%} of the Edge TPU's 8 MiB on-chip cache\n") in printed
+
+
+def test_strict_makes_an_op_version_the_edgetpu_toolchain_cannot_parse_fatal(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(edgetpu_limits.TF25_MAX_VERSIONS, "CONV_2D", 2)  # as if the model's CONV_2D v3 were too new
+    out = str(tmp_path / "deploy")
+    assert exit_code(deploy.main, ["--read_from", run_dir, "--save_to", out, "--formats", "tflite",
+                                   "--calibration_samples", "20", "--eval_samples", "20"]) == 0
+    printed = capsys.readouterr()
+    assert "warning: model.tflite: CONV_2D version 3 is newer than TensorFlow 2.5's (up to 2)" in printed.out
+    assert "  Edge TPU  fails: CONV_2D version 3 is newer than TensorFlow 2.5's (up to 2)" in printed.out
+    assert ", CONV_2D v3 (TensorFlow 2.5: up to v2), " in printed.out
+    assert exit_code(deploy.main, ["--read_from", run_dir, "--save_to", out, "--formats", "tflite", "--overwrite",
+                                   "--calibration_samples", "20", "--eval_samples", "20", "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model.tflite would not run fully on the Edge TPU: CONV_2D "
+                                               "version 3 is newer than TensorFlow 2.5's (up to 2)"), err
 
 
 def fake_compiler(folder, body):
@@ -165,7 +193,12 @@ def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edg
               "artifacts": {"model.h5": {"bytes": 4000, "accuracy": 0.9, "latency_ms": 2.0},
                             "model.tflite": {"bytes": 1000, "accuracy": 0.885, "latency_ms": 0.5}},
               "tflite_check": {"ops": [{"op": "CONV_2D"}] * 3 + [elu], "first_unsupported": elu,
-                               "problems": ["first op the Edge TPU cannot run: ELU"]},
+                               "problems": ["first op the Edge TPU cannot run: ELU"], "version_problems": [],
+                               "min_runtime_version": "1.14.0",
+                               "op_versions": [{"op": "CONV_2D", "version": 3, "count": 3, "tf25_max": 5},
+                                               {"op": "ELU", "version": 1, "count": 1, "tf25_max": 1}],
+                               "parameter_memory": {"bytes": 900, "cache_bytes": 8 * 2 ** 20, "share": 0.0001,
+                                                    "streamed_bytes": 0}},
               "edgetpu_compiler": {"ok": True, "ops_on_edgetpu": 3, "ops_on_cpu": 2},
               "metadata": {"classes": 2, "input": {"width": 96, "height": 64, "color_space": "RGB"},
                            "mediapipe_image_classifier": "names its classes (category_name, from the packed labels.txt)"}}
@@ -176,16 +209,31 @@ def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edg
         "  speed     int8 0.500 ms vs float 2.000 ms per image: 4.0x faster",
         "  Edge TPU  not all ops mapped: op #3 ELU is the first the Edge TPU cannot run (not in the Edge TPU op "
         "table); it and all after it run on the CPU; compiled: 3 ops on the Edge TPU, 2 on the CPU",
+        "  ops       min_runtime_version 1.14.0; CONV_2D v3, ELU v1: all within TensorFlow 2.5's registry (what "
+        "edgetpu_compiler 16 and libedgetpu parse)",
+        "  on-chip   parameters 0.00 MiB (900 bytes of constant buffers), 0% of the Edge TPU's 8 MiB on-chip cache",
         "  metadata  name, input (96x64 RGB, 0-255) and 2 class names inside model.tflite; MediaPipe's "
         "ImageClassifier names its classes (category_name, from the packed labels.txt)",
     ]
     report["tflite_check"].update(first_unsupported=None, problems=[], ops=[{"op": "CONV_2D"}] * 4)
     report["artifacts"]["model.tflite"]["latency_ms"] = 4.0
     report["edgetpu_compiler"] = {"ok": None, "skipped": "edgetpu_compiler not found; ..."}
-    assert deploy.summary_lines(report)[3:] == [
+    assert deploy.summary_lines(report)[3:5] == [
         "  speed     int8 4.000 ms vs float 2.000 ms per image: 2.0x slower",
         "  Edge TPU  all 4 ops mapped; edgetpu_compiler not found, so not compiled (deploy_report.json says how to "
         "install it)",
-        "  metadata  name, input (96x64 RGB, 0-255) and 2 class names inside model.tflite; MediaPipe's "
-        "ImageClassifier names its classes (category_name, from the packed labels.txt)",
+    ]
+    # An op version newer than the toolchain's fails the whole compile; parameters over the cache stream.
+    too_new = "CONV_2D version 6 is newer than TensorFlow 2.5's (up to 5), ..."
+    report["tflite_check"].update(version_problems=[too_new], problems=[too_new], min_runtime_version="2.9.0",
+                                  op_versions=[{"op": "CONV_2D", "version": 6, "count": 4, "tf25_max": 5}],
+                                  parameter_memory={"bytes": 12 * 2 ** 20, "cache_bytes": 8 * 2 ** 20, "share": 1.5,
+                                                    "streamed_bytes": 4 * 2 ** 20})
+    assert deploy.summary_lines(report)[4:7] == [
+        f"  Edge TPU  fails: {too_new}; edgetpu_compiler not found, so not compiled (deploy_report.json says how to "
+        "install it)",
+        "  ops       min_runtime_version 2.9.0; CONV_2D v6 (TensorFlow 2.5: up to v5): newer than TensorFlow 2.5's "
+        "registry (what edgetpu_compiler 16 and libedgetpu parse)",
+        "  on-chip   parameters 12.00 MiB (12,582,912 bytes of constant buffers), 150% of the Edge TPU's 8 MiB on-chip "
+        "cache: about 4.00 MiB would stream from the host every inference, which slows inference",
     ]

@@ -1,4 +1,5 @@
-"""edgetpu.py: the checks on a converted model, and the compiler run (against a fake edgetpu_compiler)."""
+"""edgetpu.py: the checks on a converted model (op table, op versions, on-chip memory), and the compiler run (against
+a fake edgetpu_compiler)."""
 import os
 import stat
 
@@ -8,20 +9,29 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import edgetpu  # noqa: E402
+import edgetpu_limits  # noqa: E402
 from errors import UserError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")  # TF, uint8 input
 
 
-def tiny_model(activation="relu", batch_size=1):
-    """16x16x1 -> Rescaling -> Conv2D(4) -> GlobalAveragePooling2D -> Dense(3, softmax), built the deploy way."""
+def tiny_model(activation="relu", batch_size=1, groups=1, hidden=0):
+    """16x16x1 -> Rescaling -> Conv2D(4) -> GlobalAveragePooling2D -> Dense(3, softmax), built the deploy way.
+
+    groups: a second, grouped Conv2D (CONV_2D version 6 in the int8 model); hidden: Flatten and a Dense of that many
+    units instead of the pooling (3136 inputs: 2700 units hold 8.47 million int8 weights, over the 8 MiB cache)."""
     import keras
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 1), batch_size=batch_size)
     x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, activation=activation)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Conv2D(16 if hidden else 4, 3, activation=activation)(x)
+    if groups > 1:
+        x = keras.layers.Conv2D(4, 3, groups=groups, activation=activation)(x)
+    if hidden:
+        x = keras.layers.Dense(hidden, activation=activation)(keras.layers.Flatten()(x))
+    else:
+        x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(3, activation="softmax")(x)
     return keras.Model(inputs, outputs)
 
@@ -48,13 +58,15 @@ def convert(model, int8=True):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The four converted models the checks must tell apart, written once for the module."""
+    """The converted models the checks must tell apart, written once for the module."""
     folder = tmp_path_factory.mktemp("tflite")
     cases = {
         "good": (tiny_model(), True),
         "elu": (tiny_model(activation="elu"), True),
         "dynamic": (tiny_model(batch_size=None), True),
         "float": (tiny_model(), False),
+        "grouped": (tiny_model(groups=2), True),
+        "big": (tiny_model(hidden=2700), True),
     }
     paths = {}
     for name, (model, int8) in cases.items():
@@ -78,6 +90,53 @@ def test_good_model_has_no_problems(models):
     assert report["input"]["shape"] == [1, 16, 16, 1]
     assert report["input"]["shape_signature"] == [1, 16, 16, 1]
     assert report["output"]["shape"] == [1, 3]
+    # What the template's int8 classifiers convert to: runtime 1.14 ops, all parsed by the Edge TPU toolchain.
+    assert report["min_runtime_version"] == "1.14.0" and report["version_problems"] == []
+    versions = {"QUANTIZE": 1, "CONV_2D": 3, "MEAN": 2, "FULLY_CONNECTED": 4, "SOFTMAX": 2}
+    assert {row["op"]: row["version"] for row in report["op_versions"]} == versions
+    assert all(row["version"] <= row["tf25_max"] for row in report["op_versions"])
+    assert [op["version"] for op in report["ops"]] == [versions[op["op"]] for op in report["ops"]]
+    assert sum(row["count"] for row in report["op_versions"]) == len(report["ops"])
+    memory = report["parameter_memory"]
+    assert 36 + 12 <= memory["bytes"] < 200  # the int8 kernels (4x3x3, 4x3) and a few small constants
+    assert memory["cache_bytes"] == 8 * 2 ** 20 and memory["streamed_bytes"] == 0
+
+
+def test_a_grouped_convolution_is_an_op_version_the_edgetpu_toolchain_cannot_parse(models):
+    report = edgetpu.inspect_tflite(models["grouped"])
+    conv = next(row for row in report["op_versions"] if row["op"] == "CONV_2D")
+    assert conv == {"op": "CONV_2D", "version": 6, "count": 2, "tf25_max": 5}  # one version for every CONV_2D
+    assert report["min_runtime_version"] == "2.9.0"
+    assert report["version_problems"] == [
+        "CONV_2D version 6 is newer than TensorFlow 2.5's (up to 5), the registry edgetpu_compiler 16 and libedgetpu "
+        "parse: the compile fails (\"Didn't find op for builtin opcode 'CONV_2D' version '6'\")"]
+    assert report["problems"] == report["version_problems"] and not report["ok"]
+    assert report["first_unsupported"] is None  # the op table alone would have passed it
+
+
+def test_parameters_over_the_on_chip_cache_say_how_much_would_stream(models):
+    memory = edgetpu.inspect_tflite(models["big"])["parameter_memory"]
+    kernels = 16 * 3 * 3 + 3136 * 2700 + 2700 * 3  # int8, one byte each
+    assert kernels <= memory["bytes"] <= kernels + 4 * (16 + 2700 + 3) + 64  # int32 biases, a shape constant
+    assert memory["streamed_bytes"] == memory["bytes"] - 8 * 2 ** 20 > 0
+    assert memory["share"] == round(memory["bytes"] / (8 * 2 ** 20), 4) > 1
+
+
+def test_the_tf25_table_agrees_with_what_the_edgetpu_toolchain_is_known_to_parse():
+    assert edgetpu.EDGETPU_OPS <= set(edgetpu_limits.TF25_MAX_VERSIONS)
+    fails = {"CONV_2D": 6, "TRANSPOSE_CONV": 4, "QUANTIZE": 3, "EXP": 2}  # google-coral/edgetpu #631, #845, #879
+    assert all(edgetpu_limits.TF25_MAX_VERSIONS[op] < version for op, version in fails.items())
+    compiles = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "QUANTIZE": 1}  # runtime 1.14 models
+    assert all(edgetpu_limits.TF25_MAX_VERSIONS[op] >= version for op, version in compiles.items())
+
+
+def test_an_op_outside_the_table_is_caught_by_the_models_min_runtime_version():
+    gelu = [{"op": "GELU", "version": 1, "count": 1, "tf25_max": None}]  # TensorFlow 2.9's
+    assert edgetpu_limits.version_problems(gelu, "2.9.0") == [
+        "min_runtime_version 2.9.0 is newer than TensorFlow 2.5, whose registry edgetpu_compiler 16 and libedgetpu "
+        "parse: an op version it needs is unknown to them"]
+    assert edgetpu_limits.version_problems(gelu, "2.5.0") == edgetpu_limits.version_problems(gelu, None) == []
+    assert edgetpu_limits.newer("2.10.0", "2.5.0") and not edgetpu_limits.newer("1.14.0", "2.5.0")
 
 
 def test_elu_is_a_float_island(models):

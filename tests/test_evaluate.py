@@ -41,6 +41,7 @@ def test_metrics_match_hand_computed_values_and_a_never_predicted_class_has_prec
     assert result["confusion_matrix"] == [[2, 0, 0], [1, 1, 0], [1, 1, 0]]
     assert result["items"] == 6
     assert result["top1"] == pytest.approx(3 / 6)
+    assert result["balanced_accuracy"] == pytest.approx((2 / 2 + 1 / 2 + 0 / 2) / 3)  # the mean recall
     assert result["k"] == 3 and result["top_k"] == pytest.approx(1.0)  # k = min(5, 3 classes)
     assert evaluate.metrics(PROBABILITIES, LABELS, CLASSES, k=2)["top_k"] == pytest.approx(5 / 6)
     expected = {  # precision = right / predicted, recall = right / support
@@ -69,7 +70,20 @@ def test_a_class_absent_from_the_labels_scores_zero_and_stays_out_of_the_macro_a
     result = evaluate.metrics(four, LABELS, CLASSES + ["dog"])
     assert result["per_class"]["dog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert result["macro"]["recall"] == pytest.approx(0.5)  # over apple, bicycle, cat only
+    assert result["balanced_accuracy"] == pytest.approx(0.5)
     assert result["k"] == 4 and result["confusion_matrix"][3] == [0, 0, 0, 0]
+
+
+def test_balanced_accuracy_shows_a_neglected_rare_class_that_top1_hides():
+
+    labels = np.array([0] * 18 + [1] * 2)  # 18 common, 2 rare
+    always_common = np.tile([0.9, 0.1], (20, 1))
+    result = evaluate.metrics(always_common, labels, ["common", "rare"])
+    assert result["top1"] == pytest.approx(0.9) and result["balanced_accuracy"] == pytest.approx(0.5)
+    one_of_each_wrong = always_common.copy()
+    one_of_each_wrong[[0, 18]] = [0.1, 0.9]  # a common one called rare, a rare one found
+    result = evaluate.metrics(one_of_each_wrong, labels, ["common", "rare"])
+    assert result["top1"] == pytest.approx(0.9) and result["balanced_accuracy"] == pytest.approx((17 / 18 + 1 / 2) / 2)
 
 
 def test_ties_rank_the_lower_index_first_as_argmax_does_and_loss_is_clipped_like_keras():
@@ -144,7 +158,8 @@ def test_evaluate_writes_metrics_json_confusion_csv_and_png(tiny_run, tmp_path, 
     assert sum(int(v) for row in rows[1:] for v in row[1:]) == result["items"]
     with Image.open(os.path.join(out, "confusion_matrix.png")) as image:
         assert image.format == "PNG" and image.width >= 300 and image.height >= 300
-    assert f"top-1 accuracy {result['top1']:.4f}" in stdout and "precision" in stdout and "bicycle" in stdout
+    assert f"top-1 accuracy {result['top1']:.4f}   balanced accuracy {result['balanced_accuracy']:.4f}" in stdout
+    assert "precision" in stdout and "bicycle" in stdout
     # an existing, non-empty output folder is refused without --overwrite, and rewritten with it
     code, _, err = run_cli(evaluate.main, ["--read_from", run_dir, "--save_to", out], capsys)
     assert code == 2 and "--overwrite" in err
