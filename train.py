@@ -245,6 +245,7 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
     """Train on `settings` (settings_from's) into settings["save_to"]: the one path of train.py and tune.py's
     trials (whose pruning is an extra callback). A user error is a UserError, before anything is written."""
     run_dir = settings["save_to"]
+    distribute.check(settings.get("distribute", "none"), cluster)
     if cluster.is_chief:
         check_run_folder(run_dir, overwrite, resume)
         write_sample_if_default(settings)

@@ -31,7 +31,8 @@ def read_csv(path):
 
 @pytest.fixture(scope="module")
 def remote_run(tmp_path_factory):
-    """A run trained for 2 epochs and resumed for a third, into ram://; (run URL, data folder, working folder)."""
+    """A run trained for 2 epochs and resumed for a third, into ram://; (run URL, data folder, working folder, what
+    the run folder held then: later tests write their evaluations into it)."""
     workdir = tmp_path_factory.mktemp("storage")
     data = write_npy(str(workdir / "npy"), {"apple": 60, "bicycle": 60, "cat": 60})
     run = remote("run")
@@ -40,12 +41,12 @@ def remote_run(tmp_path_factory):
         assert exit_code(train.main, ["--data", data, "--save_to", run, "--num_epochs", "2", "--batch_size", "8",
                                       "--keep_checkpoints", "1"]) == 0
         assert exit_code(train.main, ["--save_to", run, "--resume", "--num_epochs", "3"]) == 0
-    return run, data, workdir
+    return run, data, workdir, sorted(gfile.listdir(run))
 
 
 def test_training_and_resume_fill_a_remote_run_folder(remote_run):
-    run, _, workdir = remote_run
-    assert sorted(gfile.listdir(run)) == ["backup", "best.keras", "checkpoints", "config.json", "curves.png",
+    run, _, workdir, written = remote_run
+    assert written == ["backup", "best.keras", "checkpoints", "config.json", "curves.png",
                                           "history.csv", "logs"]
     assert [int(row["epoch"]) for row in read_csv(f"{run}/history.csv")] == [0, 1, 2]
     assert gfile.listdir(f"{run}/checkpoints") == ["epoch_003.keras"]
@@ -55,7 +56,7 @@ def test_training_and_resume_fill_a_remote_run_folder(remote_run):
 
 
 def test_deploy_evaluate_and_predict_read_and_write_remote_folders(remote_run, tmp_path, monkeypatch):
-    run, data, _ = remote_run
+    run, data, _, _ = remote_run
     monkeypatch.chdir(tmp_path)
     out = remote("deploy")
     assert exit_code(deploy.main, ["--read_from", run, "--save_to", out, "--calibration_samples", "30"]) == 0
