@@ -99,46 +99,41 @@ def prepared(data, input_size, channels):
     return tf.cast(resized(converted(decoded(data), channels), input_size), tf.uint8)
 
 
-class Servable(tf.Module):
-    """The float Keras model and the class names, answering the two signatures."""
-
-    def __init__(self, model, labels_path):
-        super().__init__()
-        self.model = model
-        self.input_shape = tuple(model.input_shape[1:])
-        self.class_names = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(  # saved as assets/labels.txt
-            labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
-
-    def answer(self, pixels):
-        probabilities = tf.cast(self.model(tf.cast(pixels, tf.float32), training=False), tf.float32)
-        return {"probabilities": probabilities, "classes": self.class_names.lookup(tf.argmax(probabilities, axis=1))}
-
-    def signatures(self):
-        height, width, channels = self.input_shape
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
-        def from_bytes(image_bytes):
-            pixels = tf.map_fn(lambda data: prepared(data, (height, width), channels), image_bytes,
-                               fn_output_signature=tf.TensorSpec(self.input_shape, tf.uint8))
-            return self.answer(pixels)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, *self.input_shape], tf.uint8, name=PIXELS)])
-        def from_pixels(pixels):
-            return self.answer(pixels)
-
-        return {"serving_default": from_bytes, PIXELS: from_pixels}
+def answers(model, class_names):
+    """(pixels -> {"probabilities", "classes"}) of the float Keras model; class_names is a lookup table."""
+    def answer(pixels):
+        probabilities = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
+        return {"probabilities": probabilities, "classes": class_names.lookup(tf.argmax(probabilities, axis=1))}
+    return answer
 
 
 def export(model, class_names, path):
     """Write the SavedModel of a float Keras model and its class names (in index order) to the version folder
-    `path`; the names go in as assets/labels.txt, one per line."""
+    `path`; the names go in as assets/labels.txt, one per line.
+
+    Keras' ExportArchive writes it: it lists the variables the endpoints use in the SavedModel itself, which is what
+    lets a session-based loader such as TensorFlow Serving's restore them (a bare tf.Module holding the model loads in
+    Python, but a session finds its variables missing)."""
+    import keras
+
+    height, width, channels = model.input_shape[1:]
     with tempfile.TemporaryDirectory() as work:
         labels_path = os.path.join(work, "labels.txt")
         with open(labels_path, "w") as f:
             f.write("".join(f"{name}\n" for name in class_names))
-        servable = Servable(model, labels_path)
-        tf.saved_model.save(servable, path, signatures=servable.signatures())
+        table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
+            default_value="")
+        answer = answers(model, table)
+        archive = keras.export.ExportArchive()
+        archive.track(table)  # the model's variables are tracked as the endpoints use them; track(model) saves them twice
+        archive.add_endpoint("serving_default", lambda image_bytes: answer(tf.map_fn(
+            lambda data: prepared(data, (height, width), channels), image_bytes,
+            fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8))),
+            input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
+        archive.add_endpoint(PIXELS, answer, input_signature=[tf.TensorSpec([None, height, width, channels],
+                                                                           tf.uint8, name=PIXELS)])
+        archive.write_out(path, verbose=False)
 
 
 def folder_bytes(path):

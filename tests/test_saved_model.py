@@ -201,18 +201,38 @@ def signatures_shown(text):
     return found
 
 
-def test_saved_model_cli_shows_both_signatures_with_their_names_dtypes_and_shapes(photo_deploy):
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    done = subprocess.run([cli if os.path.exists(cli) else "saved_model_cli", "show", "--all", "--dir",
-                           os.path.join(photo_deploy, "saved_model", "1")],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+def saved_model_cli(*args):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")  # it ships with TensorFlow
+    done = subprocess.run([cli if os.path.exists(cli) else "saved_model_cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-3000:]
-    shown = signatures_shown(done.stdout)
+    return done.stdout
+
+
+def test_saved_model_cli_shows_both_signatures_with_their_names_dtypes_and_shapes(photo_deploy):
+    shown = signatures_shown(saved_model_cli("show", "--all", "--dir", os.path.join(photo_deploy, "saved_model", "1")))
     outputs = {"probabilities": ("DT_FLOAT", "(-1, 2)"), "classes": ("DT_STRING", "(-1)")}
     assert shown["serving_default"] == {"inputs": {"image_bytes": ("DT_STRING", "(-1)")}, "outputs": outputs,
                                         "method": "tensorflow/serving/predict"}
     assert shown["pixels"] == {"inputs": {"pixels": ("DT_UINT8", "(-1, 32, 32, 3)")}, "outputs": outputs,
                                "method": "tensorflow/serving/predict"}
+
+
+def test_a_session_loader_like_tensorflow_servings_restores_the_variables_and_answers(photo_run, photo_deploy, photos,
+                                                                                       tmp_path):
+    """saved_model_cli run loads a SavedModel into a TF1 session, restoring its variables by the saver in its graph,
+    as TensorFlow Serving's C++ loader does; a model whose variables only Python's tf.saved_model.load finds fails
+    here."""
+    import keras
+    files = [os.path.join(photos, name, "0.jpg") for name in CLASSES] + [os.path.join(photos, "dogs", "1.jpg")]
+    inputs = str(tmp_path / "image_bytes.npy")
+    np.save(inputs, np.array([open(path, "rb").read() for path in files]))  # JPEGs end in FFD9: no NUL is lost
+    printed = saved_model_cli("run", "--dir", os.path.join(photo_deploy, "saved_model", "1"), "--tag_set", "serve",
+                              "--signature_def", "serving_default", "--inputs", f"image_bytes={inputs}")
+    served = re.findall(r"b'([^']*)'", re.search(r"Result for output key classes:\s*\[([^\]]*)\]", printed).group(1))
+    keras_model = keras.saving.load_model(os.path.join(photo_run, "best.keras"), compile=False)
+    pixels = np.stack([prepare(decode_image(open(path, "rb").read(), path), INPUT[:2], INPUT[2]) for path in files])
+    assert served == [CLASSES[c] for c in keras_model.predict(pixels.astype(np.float32), verbose=0).argmax(1)]
 
 
 def test_the_report_records_the_export_and_its_agreement_and_the_summary_says_it(photo_run, tmp_path, capsys):
