@@ -183,7 +183,7 @@ def write_saved_model(args, settings, folder, model, val_batches, expected):
     files = [val_batches.reader.encoded(i) for i in val_batches.indices]
     return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
             "run": storage.absolute(args.read_from), "bytes": saved_model_export.folder_bytes(path),
-            "agreement": {**saved_model_export.agreement(path, files, expected),
+            "agreement": {**saved_model_export.agreement(saved_model_export.served(path, files), expected),
                           "with": "the Keras model on datagen.prepare's pixels of the same files, as predict.py"}}
 
 

@@ -3,18 +3,17 @@
 Those servers hand the model what a client sends, an image file's bytes, and answer with what the graph returns; no
 code of this template runs there. So the export carries the image preparation inside its graph, written to give the
 very pixels reader.decode_image and datagen.prepare give (Pillow's decoding, its "L"/"RGB" conversion and its
-BILINEAR resize), and tested pixel for pixel against them:
+BILINEAR resize). Figures from bench/saved_model_agreement.py on the shared photos (README: "Serving at scale"):
 
-- JPEG is decoded with the accurate integer DCT, as libjpeg does for Pillow: TensorFlow's default (the fast DCT)
-  differs from Pillow by up to 18 levels on the shared photos, the accurate one by none.
+- JPEG is decoded with the accurate integer DCT, as libjpeg does for Pillow: it gives Pillow's pixels exactly.
+  TensorFlow's default, the fast DCT, leaves the prepared photos up to 20 levels off.
 - Colour to grey is Pillow's integer formula, L = (19595 R + 38470 G + 7471 B + 2^15) >> 16; alpha is dropped and
   grey is repeated into RGB, as Pillow's convert does. An 8-bit BMP's palette is applied (TensorFlow's decoder
   would return its indices as grey).
 - Pillow's BILINEAR resize widens its triangle filter when it shrinks (antialiasing) and resizes one axis, then
-  the other, rounding to uint8 after each pass. tf.image.resize(antialias=True) does the same filtering; done in
-  the same two rounded passes, in Pillow's order, it gives Pillow's pixels on 99.0-99.97 % of them and the others
-  one level apart.
-  Without antialiasing, shrinking a 500×375 photo to 224×224 is up to 77 levels off, and to 96×96 up to 130.
+  the other, rounding to uint8 after each pass. tf.image.resize(antialias=True) does the same filtering; in the
+  same two rounded passes, in Pillow's order, 99.8-99.97 % of the pixels are Pillow's and the rest one level off.
+  In one pass, 83-90 % are; without antialiasing, shrinking photos puts pixels up to 176 levels off.
 
 Layout (what TensorFlow Serving loads from a model's base folder): saved_model/<version>/ with saved_model.pb,
 variables/ and assets/labels.txt, the class names the graph answers with. Signatures:
@@ -99,8 +98,8 @@ def prepared(data, input_size, channels):
     return tf.cast(resized(converted(decoded(data), channels), input_size), tf.uint8)
 
 
-def answers(model, class_names):
-    """(pixels -> {"probabilities", "classes"}) of the float Keras model; class_names is a lookup table."""
+def answering(model, class_names):
+    """pixels -> {"probabilities", "classes"}: the float Keras model's answer; class_names is a lookup table."""
     def answer(pixels):
         probabilities = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
         return {"probabilities": probabilities, "classes": class_names.lookup(tf.argmax(probabilities, axis=1))}
@@ -124,9 +123,9 @@ def export(model, class_names, path):
         table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
             labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
             default_value="")
-        answer = answers(model, table)
+        answer = answering(model, table)
         archive = keras.export.ExportArchive()
-        archive.track(table)  # the model's variables are tracked as the endpoints use them; track(model) saves them twice
+        archive.track(table)  # the endpoints track the variables they use; track(model) would save them twice
         archive.add_endpoint("serving_default", lambda image_bytes: answer(tf.map_fn(
             lambda data: prepared(data, (height, width), channels), image_bytes,
             fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8))),
@@ -140,12 +139,16 @@ def folder_bytes(path):
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
-def agreement(path, images, expected, batch_size=32):
-    """How the export, loaded as a server loads it and given image files' bytes, agrees with `expected` (N, classes),
-    the probabilities predict.py gives for the same images: its top-1 share and largest probability gap."""
+def served(path, images, batch_size=32):
+    """serving_default's probabilities (N, classes) for image files' bytes, the export loaded as a server loads it."""
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    answers = [serve(**{IMAGE_BYTES: tf.constant(images[start:start + batch_size])})["probabilities"].numpy()
-               for start in range(0, len(images), batch_size)]
-    probabilities = np.concatenate(answers)
-    return {"images": len(images), "top1_agreement": float(np.mean(probabilities.argmax(1) == expected.argmax(1))),
-            "max_probability_gap": float(np.abs(probabilities - expected).max())}
+    return np.concatenate([serve(**{IMAGE_BYTES: tf.constant(images[start:start + batch_size])})["probabilities"]
+                           .numpy() for start in range(0, len(images), batch_size)])
+
+
+def agreement(probabilities, expected):
+    """How probabilities (N, classes) agree with `expected`, predict.py's for the same images: the top-1 share and the
+    largest and mean probability gaps."""
+    gaps = np.abs(probabilities - expected)
+    return {"images": len(expected), "top1_agreement": float(np.mean(probabilities.argmax(1) == expected.argmax(1))),
+            "max_probability_gap": float(gaps.max()), "mean_probability_gap": float(gaps.mean())}

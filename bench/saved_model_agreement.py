@@ -20,7 +20,6 @@ model, with predict.py's answers (top-1 agreement, largest probability gap).
 import argparse
 import csv
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -31,10 +30,12 @@ sys.path.insert(0, ROOT)
 import console  # noqa: E402,F401  first: quiets TensorFlow's import
 import tensorflow as tf  # noqa: E402
 
-import saved_model_export  # noqa: E402
 from datagen import prepare, select  # noqa: E402
+from few_shot import run  # noqa: E402  a tool in its own process; its output if it fails
 from inference import load_classifier  # noqa: E402
 from reader import DataReader  # noqa: E402
+from saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,  # noqa: E402
+                                version_folder)
 
 PHOTO_RUN = ["--model", "efficientnet_lite", "--model_kwargs", '{"weights": "imagenet"}', "--freeze_epochs", "1",
              "--num_epochs", "1", "--batch_size", "32"]
@@ -47,14 +48,6 @@ SETS = {  # name -> (training source, sources whose every image is compared, tra
                  ["--num_epochs", "3"]),
 }
 GOALS = (0.995, 0.02)  # top-1 agreement at least, probability gap at most
-
-
-def run(*arguments):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, *arguments], cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"error: {arguments[0]} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return done.stdout
 
 
 def predict_py(run_dir, sources, classes, output):
@@ -73,16 +66,8 @@ def predict_py(run_dir, sources, classes, output):
     return answers
 
 
-def compared(got, expected):
-    """(top-1 agreement, largest probability gap, mean gap) of two (N, classes) arrays."""
-    gaps = np.abs(got - expected)
-    return float(np.mean(got.argmax(1) == expected.argmax(1))), float(gaps.max()), float(gaps.mean())
-
-
 def variants(input_size, channels):
     """name -> bytes -> uint8 pixels: the export's preparation and the ones it was chosen over."""
-    from saved_model_export import converted, decoded, resized, rounded
-
     def one_pass(antialias):
         return lambda data: rounded(tf.image.resize(tf.cast(converted(decoded(data), channels), tf.float32),
                                                     input_size, "bilinear", antialias=antialias))
@@ -90,23 +75,23 @@ def variants(input_size, channels):
     def default_dct(data):  # tf.io.decode_image decodes a JPEG with TensorFlow's default, the fast integer DCT
         return resized(converted(tf.io.decode_image(data, expand_animations=False), channels), input_size)
 
-    return {"the export's (accurate DCT, two rounded passes)": lambda data: saved_model_export.prepared(
-                data, input_size, channels),
+    return {"the export's (accurate DCT, two rounded passes)": lambda data: prepared(data, input_size, channels),
             "one antialiased pass": one_pass(True), "one pass without antialiasing": one_pass(False),
             "TensorFlow's default JPEG DCT": default_dct}
 
 
-def variant_rows(reader, indices, keras, expected, ids):
+def variant_rows(reader, indices, classifier, expected, ids):
     """One row per variant: pixel agreement with datagen.prepare and, through the Keras model, with predict.py."""
-    height, width, channels = keras.input_shape
+    height, width, channels = classifier.input_shape
     reference = np.stack([prepare(reader.load(i), (height, width), channels) for i in indices])
     rows = []
-    for name, prepared in variants((height, width), channels).items():
-        pixels = np.stack([np.asarray(prepared(tf.constant(reader.encoded(i)))).astype(np.uint8) for i in indices])
+    for name, preparation in variants((height, width), channels).items():
+        pixels = np.stack([np.asarray(preparation(tf.constant(reader.encoded(i)))).astype(np.uint8) for i in indices])
         difference = np.abs(pixels.astype(int) - reference)
-        top1, gap, _ = compared(keras.predict(pixels.astype(np.float32)), np.stack([expected[ids[i]] for i in indices]))
+        agreed = agreement(classifier.predict(pixels.astype(np.float32)), np.stack([expected[ids[i]] for i in indices]))
         rows.append(f"    {name:48} pixels equal {np.mean(difference == 0):7.3%}, largest difference "
-                    f"{difference.max():3d}; top-1 as predict.py {top1:7.2%}, largest probability gap {gap:.4f}")
+                    f"{difference.max():3d}; top-1 as predict.py {agreed['top1_agreement']:7.2%}, largest "
+                    f"probability gap {agreed['max_probability_gap']:.4f}")
     return rows
 
 
@@ -117,24 +102,24 @@ def measure(name, real_data, work, variant_images):
     run_dir, deploy_dir = os.path.join(work, f"{name}_run"), os.path.join(work, f"{name}_deploy")
     if not os.path.isfile(os.path.join(run_dir, "best.keras")):
         run("train.py", "--data", os.path.join(real_data, training), *flags, "--save_to", run_dir, "--overwrite")
-    if not os.path.isdir(os.path.join(deploy_dir, saved_model_export.FOLDER)):
+    if not os.path.isdir(os.path.join(deploy_dir, FOLDER)):
         run("deploy.py", "--read_from", run_dir, "--save_to", deploy_dir, "--formats", "h5,saved_model", "--overwrite")
-    keras = load_classifier(os.path.join(run_dir, "best.keras"))
-    expected = predict_py(run_dir, sources, keras.num_classes, os.path.join(work, f"{name}_predictions.csv"))
+    classifier = load_classifier(os.path.join(run_dir, "best.keras"))
+    expected = predict_py(run_dir, sources, classifier.num_classes, os.path.join(work, f"{name}_predictions.csv"))
 
     reader = DataReader(sources)
     ids = reader.ids
-    serve = tf.saved_model.load(saved_model_export.version_folder(deploy_dir, 1)).signatures["serving_default"]
-    served = np.concatenate([serve(image_bytes=tf.constant([reader.encoded(i) for i in range(start, stop)]))[
-        "probabilities"].numpy() for start, stop in ((s, min(s + 32, len(reader))) for s in range(0, len(reader), 32))])
-    top1, gap, mean_gap = compared(served, np.stack([expected[item] for item in ids]))
+    files = [reader.encoded(i) for i in range(len(reader))]
+    agreed = agreement(served(version_folder(deploy_dir, 1), files),
+                       np.stack([expected[item] for item in ids]))
+    top1, gap = agreed["top1_agreement"], agreed["max_probability_gap"]
     print(f"{name}: {len(reader)} images of {', '.join(os.path.relpath(s, real_data) for s in sources)} "
-          f"({'x'.join(map(str, keras.input_shape))} input): top-1 as predict.py on {top1:.2%} "
-          f"({int(round((1 - top1) * len(reader)))} differ), probabilities at most {gap:.4f} apart (mean {mean_gap:.6f})",
-          flush=True)
+          f"({'x'.join(map(str, classifier.input_shape))} input): top-1 as predict.py on {top1:.2%} "
+          f"({int(round((1 - top1) * len(reader)))} differ), probabilities at most {gap:.4f} apart "
+          f"(mean {agreed['mean_probability_gap']:.6f})", flush=True)
     sample = select(reader, "test", limit=variant_images)
     print(f"  preparations, on {len(sample)} of them:")
-    print("\n".join(variant_rows(reader, sample, keras, expected, ids)), flush=True)
+    print("\n".join(variant_rows(reader, sample, classifier, expected, ids)), flush=True)
     return len(reader), top1, gap
 
 

@@ -99,7 +99,8 @@ def image_files():
         ("16-bit png", encoded(Image.fromarray(grey.astype(np.uint16) * 257 + 13), "PNG")),
         ("16-bit rgb png", cv2.imencode(".png", rgb.astype(np.uint16) * 257)[1].tobytes()),
         ("gif", encoded(palette, "GIF")),
-        ("animated gif", encoded(palette, "GIF", save_all=True, append_images=[Image.fromarray(rgb[::-1]).quantize(9)])),
+        ("animated gif", encoded(palette, "GIF", save_all=True,
+                                 append_images=[Image.fromarray(rgb[::-1]).quantize(9)])),  # the first frame counts
         ("bmp", encoded(Image.fromarray(rgb), "BMP")),
         ("grey bmp", encoded(Image.fromarray(grey), "BMP")),
         ("palette bmp", encoded(palette, "BMP")),
@@ -163,7 +164,8 @@ def test_a_fresh_process_loads_the_export_and_answers_as_predict_py_for_jpeg_fil
                                         "--top_k", "2"], capsys)
     assert code == 0
     with open(output, newline="") as f:
-        rows = {os.path.join(os.path.dirname(photos), row["id"]): row for row in csv.DictReader(f)}  # ids: photos0/cats/0.jpg
+        # ids are paths from the folder above, photos0/cats/0.jpg
+        rows = {os.path.join(os.path.dirname(photos), row["id"]): row for row in csv.DictReader(f)}
     assert len(rows) == len(files) == 60
     for path, probabilities, name in zip(files, served["probabilities"], served["classes"]):
         row = rows[path]
