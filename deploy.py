@@ -45,7 +45,8 @@ def formats(text):
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description="Export a trained run as .h5, int8 .tflite and Edge TPU models, with a report.")
+    p = ArgumentParser(description="Export a trained run as .h5, int8 .tflite and Edge TPU models and a SavedModel for "
+                                   "TensorFlow Serving, with a report.")
     p.add_argument("--read_from", required=True, help="run folder written by train.py")
     p.add_argument("--save_to", required=True, help="deploy folder to write")
     p.add_argument("--overwrite", action="store_true",
@@ -56,7 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--saved_model_version", type=positive_int,
                    help="the SavedModel's version folder, saved_model/N/ (default: 1). With --formats saved_model "
                         "alone and an existing deploy folder as --save_to, adds version N to its saved_model/ "
-                        "(which must be there) and leaves everything else; an existing version needs --overwrite")
+                        "(which must be there, from a run of the same classes) and leaves everything else; an "
+                        "existing version needs --overwrite")
     p.add_argument("--calibration_samples", type=positive_int, default=300,
                    help="training images that calibrate int8 quantization (default: %(default)s)")
     p.add_argument("--eval_samples", type=positive_int, default=1000,
