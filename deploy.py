@@ -318,16 +318,17 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
     return report
 
 
-def add_version(args, settings, report, keras, model, val_batches):
+def add_version(args, settings, report, classifier, model, val_batches):
     """Write saved_model/<version>/ into an existing deploy folder and record it in the folder's report."""
-    expected, _ = predict_batches(keras, val_batches, desc=f"evaluating {os.path.basename(keras.path)}")
+    expected, _ = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(classifier.path)}")
     storage.rmtree(saved_model_export.version_folder(args.save_to, args.saved_model_version))  # new, or --overwrite
     with storage.local_folder(args.save_to) as folder:  # a remote save_to gets the new files when this block ends
         entry = write_saved_model(args, settings, folder, model, val_batches, expected)
     report.setdefault("saved_model", {})[str(args.saved_model_version)] = entry
     write_report(args.save_to, report)
     print(f"summary, on {len(val_batches.indices)} validation images:\n"
-          + saved_model_line(args.saved_model_version, entry, os.path.basename(keras.path), storage.size(keras.path)))
+          + saved_model_line(args.saved_model_version, entry, os.path.basename(classifier.path),
+                             storage.size(classifier.path)))
 
 
 @reports_user_errors
@@ -348,12 +349,12 @@ def main(argv=None):
     ratio = 1.0 if val_reader else settings["train_ratio"]
     calibration = ImageGenerator(train_reader, settings["input_size"], settings["channels"], "train",
                                  settings["seed"], ratio, args.calibration_samples)
-    keras = load_classifier(model_path)
-    model = keras.model
+    classifier = load_classifier(model_path)
+    model = classifier.model
     if settings.get("dtype_policy", "float32") != "float32":
         model = float32_copy(model, settings)
     if adding:
-        add_version(args, settings, report, keras, model, val_batches)
+        add_version(args, settings, report, classifier, model, val_batches)
         print(f"deploy folder: {args.save_to}")
         return
 
