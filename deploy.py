@@ -3,9 +3,16 @@
     python deploy.py --read_from progress/test --save_to deploy/test
 
 Writes labels.txt, model.h5, a full-integer model.tflite (uint8 in and out, batch 1, calibrated on
-un-jittered training images), model_edgetpu.tflite when edgetpu_compiler is installed, and
-deploy_report.json with each artifact's size, validation accuracy and CPU latency. Both .tflite files carry
-TFLite Model Metadata (name, input image, class names), which MediaPipe Tasks and the TFLite Task Library read.
+un-jittered training images), model_edgetpu.tflite when edgetpu_compiler is installed, a SavedModel for
+TensorFlow Serving and Vertex AI in saved_model/<version>/ (saved_model_export.py), and deploy_report.json with
+each artifact's size, validation accuracy and CPU latency, and how often the SavedModel, given the validation
+images' files, answers as predict.py does. Both .tflite files carry TFLite Model Metadata (name, input image,
+class names), which MediaPipe Tasks and the TFLite Task Library read.
+
+    python deploy.py --read_from progress/next --save_to deploy/test --formats saved_model --saved_model_version 2
+
+adds version 2 of the SavedModel to an existing deploy folder, beside version 1, which is how TensorFlow Serving
+rolls out a new model: it serves the highest version it finds.
 """
 import argparse
 import json
@@ -18,18 +25,20 @@ import numpy as np
 import config
 import edgetpu
 import edgetpu_limits
+import saved_model_export
 import storage
 import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
 from errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
 from inference import LABELS, latency_ms, load_classifier, model_in, predict_batches
+from reader import labels_from_text
 
-FORMATS = ("h5", "tflite", "edgetpu")
+FORMATS = ("h5", "tflite", "edgetpu", "saved_model")
 REPORT = "deploy_report.json"
 
 
 def formats(text):
-    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    chosen = list(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(f"unknown format '{','.join(unknown)}'; choose from: {', '.join(FORMATS)}")
@@ -37,12 +46,20 @@ def formats(text):
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description="Export a trained run as .h5, int8 .tflite and Edge TPU models, with a report.")
+    p = ArgumentParser(description="Export a trained run as .h5, int8 .tflite and Edge TPU models and a SavedModel for "
+                                   "TensorFlow Serving, with a report.")
     p.add_argument("--read_from", required=True, help="run folder written by train.py")
     p.add_argument("--save_to", required=True, help="deploy folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing deploy folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing deploy folder; with --formats saved_model alone, only the SavedModel "
+                        "version it writes")
     p.add_argument("--formats", type=formats, default=list(FORMATS),
-                   help="comma-separated artifacts to write: h5, tflite, edgetpu (default: all)")
+                   help="comma-separated artifacts to write: h5, tflite, edgetpu, saved_model (default: all)")
+    p.add_argument("--saved_model_version", type=positive_int,
+                   help="the SavedModel's version folder, saved_model/N/ (default: 1). With --formats saved_model "
+                        "alone and an existing deploy folder as --save_to, adds version N to its saved_model/ "
+                        "(which must be there, from a run of the same classes) and leaves everything else; an "
+                        "existing version needs --overwrite")
     p.add_argument("--calibration_samples", type=positive_int, default=300,
                    help="training images that calibrate int8 quantization (default: %(default)s)")
     p.add_argument("--eval_samples", type=positive_int, default=1000,
@@ -51,7 +68,11 @@ def parse_args(argv=None):
     p.add_argument("--min_runtime_version", help="edgetpu_compiler --min_runtime_version")
     p.add_argument("--strict", action="store_true",
                    help="fail when the compiler is missing or the int8 model would not run fully on the Edge TPU")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.saved_model_version is not None and "saved_model" not in args.formats:
+        p.error(f"--saved_model_version {args.saved_model_version} needs saved_model in --formats")
+    args.saved_model_version = args.saved_model_version or 1
+    return args
 
 
 def check_deploy_folder(save_to, overwrite):
@@ -62,6 +83,39 @@ def check_deploy_folder(save_to, overwrite):
         raise UserError(f"{save_to} already exists; pass --overwrite to replace it")
     if not storage.isfile(os.path.join(save_to, LABELS)):
         raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
+
+
+def adds_version(args):
+    """Whether this deploy adds a SavedModel version to an existing deploy folder rather than writing one."""
+    return args.formats == ["saved_model"] and storage.exists(args.save_to)
+
+
+def check_new_version(args, class_names):
+    """A version is added only to a deploy folder that has a SavedModel of the same classes, and replaces one only
+    with --overwrite. Returns the folder's report, which will record the new version."""
+    folder, version = args.save_to, args.saved_model_version
+    labels = os.path.join(folder, LABELS)
+    if not storage.isfile(labels):
+        raise UserError(f"{folder} exists and is not a deploy folder (no {LABELS}); give a new --save_to, or a "
+                        f"deploy folder to add SavedModel version {version} to")
+    if not storage.isdir(os.path.join(folder, saved_model_export.FOLDER)):
+        raise UserError(f"{folder} has no {saved_model_export.FOLDER}/ to add version {version} to; deploy the run "
+                        f"there with saved_model among --formats (and --overwrite), or give a new --save_to")
+    theirs = labels_from_text(storage.read_text(labels))
+    if theirs != class_names:
+        raise UserError(f"{args.read_from} has classes {', '.join(class_names)} but {labels} lists "
+                        f"{', '.join(theirs)}; versions of one SavedModel must answer the same classes: give a new "
+                        f"--save_to")
+    target = saved_model_export.version_folder(folder, version)
+    if storage.exists(target) and not args.overwrite:
+        existing = storage.listdir(os.path.join(folder, saved_model_export.FOLDER))
+        raise UserError(f"{target} already exists (versions there: {', '.join(sorted(existing, key=str))}); choose "
+                        f"another --saved_model_version or pass --overwrite to replace version {version}")
+    report_path = os.path.join(folder, REPORT)
+    try:
+        return json.loads(storage.read_text(report_path)) if storage.isfile(report_path) else {}
+    except ValueError as error:
+        raise UserError(f"cannot read {report_path} to record version {version} in: {error}") from error
 
 
 def float32_copy(model, settings):
@@ -116,11 +170,24 @@ def metadata_report(path):
 
 
 def measure(path, val_batches, image):
-    """Size, top-1 accuracy on the validation images, and median CPU latency of one saved artifact."""
+    """Size, top-1 accuracy on the validation images, and median CPU latency of one saved artifact; and its
+    probabilities for those images."""
     classifier = load_classifier(path)
     probabilities, labels = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(path)}")
     return {"bytes": storage.size(path), "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
-            "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}
+            "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}, probabilities
+
+
+def write_saved_model(args, settings, folder, model, val_batches, expected):
+    """saved_model/<version>/ in the local working folder, and what the report says of it: its size, and how its
+    serving_default, given the validation images' files, agrees with `expected`, predict.py's answers for them."""
+    path = saved_model_export.version_folder(folder, args.saved_model_version)
+    saved_model_export.export(model, settings["class_names"], path)
+    files = [val_batches.reader.encoded(i) for i in val_batches.indices]
+    return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
+            "run": storage.absolute(args.read_from), "bytes": saved_model_export.folder_bytes(path),
+            "agreement": {**saved_model_export.agreement(saved_model_export.served(path, files), expected),
+                          "with": "the Keras model on datagen.prepare's pixels of the same files, as predict.py"}}
 
 
 def compile_edgetpu(compiler, tflite_path, folder, save_to, min_runtime_version):
@@ -162,16 +229,21 @@ def edgetpu_verdict(report):
 
 
 def summary_lines(report):
-    """What a person reads at a glance: the int8 model against the float one, and the Edge TPU verdict."""
+    """What a person reads at a glance: the int8 model against the float one, the Edge TPU verdict, the SavedModel."""
     artifacts = report["artifacts"]
     float_name = next(iter(artifacts))
-    float_row, int8_row = artifacts[float_name], artifacts.get("model.tflite")
-    lines = [f"summary, on {report['validation']['items']} validation images:"]
+    return ([f"summary, on {report['validation']['items']} validation images:"]
+            + artifact_lines(float_name, artifacts[float_name], artifacts.get("model.tflite"), report)
+            + [saved_model_line(version, entry, float_name, artifacts[float_name]["bytes"])
+               for version, entry in report.get("saved_model", {}).items()])
+
+
+def artifact_lines(float_name, float_row, int8_row, report):
     if int8_row is None:
-        return lines + [f"  {float_name}: {float_row['bytes']:,} bytes, accuracy {float_row['accuracy']:.1%}, "
-                        f"{float_row['latency_ms']:.3f} ms per image; no int8 model (--formats)"]
+        return [f"  {float_name}: {float_row['bytes']:,} bytes, accuracy {float_row['accuracy']:.1%}, "
+                f"{float_row['latency_ms']:.3f} ms per image; no int8 model (--formats)"]
     speedup = float_row["latency_ms"] / int8_row["latency_ms"]
-    return lines + [
+    return [
         f"  size      model.tflite is {int8_row['bytes'] / float_row['bytes']:.0%} of {float_name} "
         f"({int8_row['bytes']:,} vs {float_row['bytes']:,} bytes)",
         f"  accuracy  int8 {int8_row['accuracy']:.1%} vs float {float_row['accuracy']:.1%} "
@@ -205,6 +277,14 @@ def on_chip_line(memory):
             f"inference, which slows inference")
 
 
+def saved_model_line(version, entry, float_name, float_bytes):
+    agreement = entry["agreement"]
+    return (f"  SavedModel {saved_model_export.FOLDER}/{version}: {entry['bytes']:,} bytes ({float_name} "
+            f"{float_bytes:,}); given the image files, top-1 as predict.py's on "
+            f"{agreement['top1_agreement']:.1%} of {agreement['images']}, probabilities at most "
+            f"{agreement['max_probability_gap']:.4f} apart")
+
+
 def metadata_line(metadata):
     image = metadata["input"]
     return (f"name, input ({image['width']}x{image['height']} {image['color_space']}, 0-255) and "
@@ -213,8 +293,7 @@ def metadata_line(metadata):
 
 
 def write_report(folder, report):
-    with open(os.path.join(folder, REPORT), "w") as f:
-        json.dump(report, f, indent=2, default=str)
+    storage.write(os.path.join(folder, REPORT), json.dumps(report, indent=2, default=str))
 
 
 def write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler):
@@ -233,8 +312,13 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
         model.save(keras_path)
     else:
         keras_path = model_path
-    report["artifacts"][os.path.basename(keras_path)] = measure(keras_path, val_batches, image)
+    report["artifacts"][os.path.basename(keras_path)], expected = measure(keras_path, val_batches, image)
     write_report(folder, report)
+
+    if "saved_model" in args.formats:
+        report["saved_model"] = {str(args.saved_model_version): write_saved_model(args, settings, folder, model,
+                                                                                  val_batches, expected)}
+        write_report(folder, report)
 
     if "tflite" in args.formats or "edgetpu" in args.formats:
         tflite_path = os.path.join(folder, "model.tflite")
@@ -242,7 +326,7 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
             f.write(described(to_int8_tflite(model, calibration), settings, args.read_from))
         report["metadata"] = metadata_report(tflite_path)
         report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
-        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)
+        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)[0]
         write_report(folder, report)
         for problem in report["tflite_check"]["problems"]:
             print(f"warning: model.tflite: {problem}")
@@ -260,12 +344,29 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
     return report
 
 
+def add_version(args, settings, report, classifier, model, val_batches):
+    """Write saved_model/<version>/ into an existing deploy folder and record it in the folder's report."""
+    expected, _ = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(classifier.path)}")
+    storage.rmtree(saved_model_export.version_folder(args.save_to, args.saved_model_version))  # new, or --overwrite
+    with storage.local_folder(args.save_to) as folder:  # a remote save_to gets the new files when this block ends
+        entry = write_saved_model(args, settings, folder, model, val_batches, expected)
+    report.setdefault("saved_model", {})[str(args.saved_model_version)] = entry
+    write_report(args.save_to, report)
+    print(f"summary, on {len(val_batches.indices)} validation images:\n"
+          + saved_model_line(args.saved_model_version, entry, os.path.basename(classifier.path),
+                             storage.size(classifier.path)))
+
+
 @reports_user_errors
 def main(argv=None):
     args = parse_args(argv)
     settings = config.read(args.read_from)
     model_path = model_in(args.read_from)
-    check_deploy_folder(args.save_to, args.overwrite)
+    adding = adds_version(args)
+    if adding:
+        report = check_new_version(args, settings["class_names"])
+    else:
+        check_deploy_folder(args.save_to, args.overwrite)
     compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
     if "edgetpu" in args.formats and compiler is None and args.strict:
         raise UserError(f"edgetpu_compiler not found and --strict is set; {edgetpu.INSTALL_HINT}")
@@ -274,9 +375,14 @@ def main(argv=None):
     ratio = 1.0 if val_reader else settings["train_ratio"]
     calibration = ImageGenerator(train_reader, settings["input_size"], settings["channels"], "train",
                                  settings["seed"], ratio, args.calibration_samples)
-    model = load_classifier(model_path).model
+    classifier = load_classifier(model_path)
+    model = classifier.model
     if settings.get("dtype_policy", "float32") != "float32":
         model = float32_copy(model, settings)
+    if adding:
+        add_version(args, settings, report, classifier, model, val_batches)
+        print(f"deploy folder: {args.save_to}")
+        return
 
     storage.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite
     with storage.local_folder(args.save_to) as folder:  # a remote save_to is uploaded when this block ends

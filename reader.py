@@ -373,6 +373,9 @@ class TFRecords:
     def load(self, i):
         return self.load_many([i])[0]
 
+    def encoded(self, i):
+        return self.example(i)[self.keys["image"]].bytes_list.value[0]
+
     def load_many(self, indices):
         """The images of many records (a batch), read file by file in offset order."""
         images = [None] * len(indices)
@@ -508,9 +511,12 @@ class ImageFolder:
             raise UserError(f"{len(bad)} unreadable image(s): {first_of(bad, 5)}")
         return ok
 
-    def load(self, i):
+    def encoded(self, i):
         with open(self.files[i], "rb") as f:
-            return decode_image(f.read(), self.files[i])
+            return f.read()
+
+    def load(self, i):
+        return decode_image(self.encoded(i), self.files[i])
 
     def load_many(self, indices):
         return [self.load(i) for i in indices]
@@ -554,6 +560,16 @@ class DataReader:
     def load_many(self, indices):
         """The images of many items (a batch), read in bulk where the format can."""
         return self.source.load_many(indices)
+
+    def encoded(self, i):
+        """Item i as the bytes of an image file, what a client would send a server: the file or the record's image
+        as stored, or a PNG of the pixels where the source holds bare pixels (QuickDraw .npy)."""
+        if hasattr(self.source, "encoded"):
+            return self.source.encoded(i)
+        image = self.load(i)
+        buffer = io.BytesIO()
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, "PNG")
+        return buffer.getvalue()
 
     def __repr__(self):
         return f"DataReader({self.fmt}: {len(self)} items, {len(self.class_names)} classes)"

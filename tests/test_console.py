@@ -34,6 +34,8 @@ SUMMARY = [
     r"^  Edge TPU  all \d+ ops mapped; edgetpu_compiler not found, so not compiled",
     r"^  metadata  name, input \(28x28 GRAYSCALE, 0-255\) and 3 class names inside model\.tflite; MediaPipe's "
     r"ImageClassifier refuses it",
+    r"^  SavedModel saved_model/1: [\d,]+ bytes \(model\.h5 [\d,]+\); given the image files, top-1 as predict\.py's "
+    r"on [\d.]+% of \d+, probabilities at most [\d.]+ apart$",
 ]
 
 

@@ -46,7 +46,7 @@ def test_every_registered_model_converts_to_a_full_int8_edgetpu_ready_model(name
 def test_deploy_writes_every_artifact_and_a_report_that_proves_them(run_dir, tmp_path, capsys):
     out = str(tmp_path / "deploy")
     assert exit_code(deploy.main, ["--read_from", run_dir, "--save_to", out, "--calibration_samples", "50"]) == 0
-    assert sorted(os.listdir(out)) == ["deploy_report.json", "labels.txt", "model.h5", "model.tflite"]
+    assert sorted(os.listdir(out)) == ["deploy_report.json", "labels.txt", "model.h5", "model.tflite", "saved_model"]
     assert open(os.path.join(out, "labels.txt")).read().split() == ["apple", "bicycle", "cat"]
     report = json.load(open(os.path.join(out, "deploy_report.json")))
     h5, tflite = report["artifacts"]["model.h5"], report["artifacts"]["model.tflite"]
@@ -66,6 +66,10 @@ def test_deploy_writes_every_artifact_and_a_report_that_proves_them(run_dir, tmp
     assert report["metadata"]["classes"] == 3 and report["metadata"]["description"] == metadata["description"]
     assert report["metadata"]["mediapipe_image_classifier"].startswith("refuses it (it takes only 3- or 4-channel")
     assert "  metadata  name, input (28x28 GRAYSCALE, 0-255) and 3 class names inside model.tflite" in printed
+    # The SavedModel of a 1-channel model: the drawings' PNG files answered as predict.py answers their pixels.
+    agreement = report["saved_model"]["1"]["agreement"]
+    assert agreement["images"] == report["validation"]["items"] and agreement["top1_agreement"] == 1.0
+    assert agreement["max_probability_gap"] <= 0.02 and "  SavedModel saved_model/1: " in printed
     # The Edge TPU's limits beyond its op table: op versions its toolchain parses, parameters its cache holds.
     check = report["tflite_check"]
     assert check["min_runtime_version"] == "1.14.0" and check["version_problems"] == []
@@ -158,7 +162,7 @@ def test_bad_inputs_are_one_line_errors_that_write_nothing(run_dir, tmp_path, ca
     cases = [
         (["--read_from", str(empty_run)], "is not a run folder"),
         (["--read_from", str(untrained)], "best.keras is missing"),
-        (["--read_from", run_dir, "--formats", "onnx"], "unknown format 'onnx'; choose from: h5, tflite, edgetpu"),
+        (["--read_from", run_dir, "--formats", "onnx"], "unknown format 'onnx'; choose from: h5, tflite, edgetpu, saved_model"),
         (["--read_from", run_dir, "--strict"], "edgetpu_compiler not found and --strict is set"),
         (["--read_from", run_dir, "--edgetpu_compiler", str(tmp_path / "nope")], "nope"),
         (["--read_from", run_dir, "--calibration_samples", "0"], "must be a positive integer"),

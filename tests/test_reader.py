@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import png_bytes, quickdraw_records, write_npy, write_tfrecord
 from errors import UserError
 from class_match import match_classes
-from reader import DataReader
+from reader import DataReader, decode_image
 
 
 # --- QuickDraw .npy
@@ -311,3 +311,16 @@ def test_ids_and_keys_are_stable_across_readers(npy_dir, kaggle_dir):
         assert first.ids == second.ids
         assert np.array_equal(first.id_keys, second.id_keys)
         assert len(set(first.id_keys.tolist())) == len(first)
+
+
+def test_encoded_gives_each_item_as_an_image_file_that_decodes_to_its_pixels(npy_dir, kaggle_dir, tmp_path):
+    records = quickdraw_records(6)
+    tfrecords = write_tfrecord(str(tmp_path / "train.tfrecords"), records)
+    for source in (npy_dir, kaggle_dir, tfrecords):
+        reader = DataReader(source)
+        for i in (0, len(reader) - 1):
+            assert np.array_equal(decode_image(reader.encoded(i), f"item {i}"), reader.load(i)), (source, i)
+    assert DataReader(tfrecords).encoded(3) == records[3]["image"]  # the stored bytes themselves
+    with open(DataReader(kaggle_dir).source.files[0], "rb") as f:
+        assert DataReader(kaggle_dir).encoded(0) == f.read()
+    assert DataReader(npy_dir).encoded(0)[:8] == b"\x89PNG\r\n\x1a\n"  # bare pixels travel as a lossless PNG

@@ -60,11 +60,17 @@ def test_deploy_evaluate_and_predict_read_and_write_remote_folders(remote_run, t
     monkeypatch.chdir(tmp_path)
     out = remote("deploy")
     assert exit_code(deploy.main, ["--read_from", run, "--save_to", out, "--calibration_samples", "30"]) == 0
-    assert sorted(gfile.listdir(out)) == ["deploy_report.json", "labels.txt", "model.h5", "model.tflite"]
+    assert sorted(gfile.listdir(out)) == ["deploy_report.json", "labels.txt", "model.h5", "model.tflite", "saved_model"]
     report = json.loads(storage.read_text(f"{out}/deploy_report.json"))
     assert report["run"] == run
     for name, artifact in report["artifacts"].items():
         assert artifact["bytes"] == storage.size(f"{out}/{name}") and artifact["accuracy"] > 0.5, name
+    # A second SavedModel version goes beside the first, in the remote folder.
+    assert exit_code(deploy.main, ["--read_from", run, "--save_to", out, "--formats", "saved_model",
+                                   "--saved_model_version", "2"]) == 0
+    assert sorted(gfile.listdir(f"{out}/saved_model")) == ["1", "2"]
+    assert gfile.exists(f"{out}/saved_model/2/saved_model.pb") and gfile.exists(f"{out}/saved_model/1/variables")
+    assert sorted(json.loads(storage.read_text(f"{out}/deploy_report.json"))["saved_model"]) == ["1", "2"]
 
     assert exit_code(evaluate.main, ["--read_from", run, "--model_file", f"{out}/model.h5"]) == 0
     metrics = json.loads(storage.read_text(f"{run}/evaluation/model_h5/metrics.json"))

@@ -1,0 +1,124 @@
+"""Photos of several classes: the README's photo recipe against Model Maker's default recipe, and each pretrained
+backbone under the recipe, trained and scored on one split in one run.
+
+    REAL_DATA_DIR=../shared/data .venv/bin/python bench/photo_recipe.py                      # scenes: recipes
+    REAL_DATA_DIR=../shared/data .venv/bin/python bench/photo_recipe.py --backbones lite0,lite1,lite2
+    .venv/bin/python bench/photo_recipe.py --data PHOTOS/ --recipes model_maker,recipe     # class folders of your own
+
+The photos (class folders; default: the shared `scenes`, 6 classes) are split 3:1 by a hash of each file's
+class/name (the template's own split function, with a seed of its own so that train.py's inner split of the
+three quarters is independent of it). Each row is one train.py process on the three quarters (its own validation
+split picks best.keras), then deploy.py, then evaluate.py on the held-out quarter, scored once, for the float and
+the int8 model. Model Maker's default recipe is a new head (dropout 0.2, label smoothing 0.1) trained on the
+frozen EfficientNet-Lite0: here 10 epochs of the head alone, on features computed once (converged: a logistic
+probe on the same features does no better). Printed per row: held-out top-1 of the float and the int8 model,
+training seconds (train.py's wall time), int8 size, int8 CPU latency and the estimated on-chip parameter memory
+from deploy_report.json; then the recipe's margin over Model Maker's, in points.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from datagen import in_train_split  # noqa: E402
+from reader import IMAGE_SUFFIXES, stable_hash  # noqa: E402
+
+HELD_OUT_SEED, DEV_SHARE = 1, 0.75
+IMAGENET = {"weights": "imagenet"}
+# The README's photo command, less --data and --save_to.
+RECIPE = ["--model", "efficientnet_lite", "--freeze_epochs", "2", "--num_epochs", "5", "--unfreeze_lr_factor", "0.1",
+          "--batch_size", "32", "--loss", "label_smoothing"]
+MODEL_MAKER = ["--model", "efficientnet_lite", "--freeze_epochs", "10", "--num_epochs", "10", "--batch_size", "32",
+               "--loss", "label_smoothing"]
+RECIPES = {"model_maker": MODEL_MAKER, "recipe": RECIPE}
+
+
+def split(photos, folder):
+    """dev/ and held_out/ trees of links to the photos' class folders, 3:1 by a hash of class/name."""
+    name = os.path.basename(os.path.normpath(photos))
+    files = sorted(f"{c}/{f}" for c in os.listdir(photos) if os.path.isdir(os.path.join(photos, c))
+                   for f in os.listdir(os.path.join(photos, c)) if f.lower().endswith(IMAGE_SUFFIXES))
+    dev = in_train_split(np.array([stable_hash(f) for f in files], dtype=np.uint64), HELD_OUT_SEED, DEV_SHARE)
+    parts = {}
+    for part, chosen in (("dev", dev), ("held_out", ~dev)):
+        for file in np.array(files)[chosen]:
+            link = os.path.join(folder, part, name, file)  # ids keep the photo set's own name: name/class/file
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(os.path.abspath(os.path.join(photos, file)), link)
+        parts[part] = (os.path.join(folder, part, name), int(chosen.sum()))
+    return parts
+
+
+def run(*arguments):
+    """A tool of the template as a user runs it; its wall time in seconds."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *arguments], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if done.returncode:
+        sys.exit(f"error: {arguments[0]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def held_out_top1(model_file, held_out, folder):
+    run("evaluate.py", "--model_file", model_file, "--data", held_out, "--save_to", folder, "--overwrite")
+    with open(os.path.join(folder, "metrics.json")) as f:
+        return json.load(f)["top1"]
+
+
+def row(name, flags, parts, folder):
+    """One recipe: train on dev, deploy, score both models on the held-out photos."""
+    run_dir, deploy_dir = os.path.join(folder, name, "run"), os.path.join(folder, name, "deploy")
+    seconds = run("train.py", "--data", parts["dev"][0], *flags, "--save_to", run_dir)
+    run("deploy.py", "--read_from", run_dir, "--save_to", deploy_dir, "--formats", "h5,tflite")
+    with open(os.path.join(deploy_dir, "deploy_report.json")) as f:
+        report = json.load(f)
+    int8 = report["artifacts"]["model.tflite"]
+    return {"name": name, "float": held_out_top1(os.path.join(run_dir, "best.keras"), parts["held_out"][0],
+                                                 os.path.join(folder, name, "float")),
+            "int8": held_out_top1(os.path.join(deploy_dir, "model.tflite"), parts["held_out"][0],
+                                  os.path.join(folder, name, "int8")),
+            "seconds": seconds, "bytes": int8["bytes"], "latency_ms": int8["latency_ms"],
+            "on_chip": report["tflite_check"]["parameter_memory"]["bytes"]}
+
+
+def with_kwargs(flags, **kwargs):
+    return [*flags, "--model_kwargs", json.dumps({**IMAGENET, **kwargs})]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="class folders of photos (default: $REAL_DATA_DIR/scenes)")
+    p.add_argument("--recipes", default="model_maker,recipe", help="rows to train: model_maker, recipe")
+    p.add_argument("--backbones", help="instead: the recipe on each of these variants, e.g. lite0,lite1,lite2")
+    args = p.parse_args()
+    photos = args.data or os.path.join(os.environ.get("REAL_DATA_DIR", ""), "scenes")
+    if not os.path.isdir(photos):
+        sys.exit("error: give --data PHOTOS/ (class folders), or set REAL_DATA_DIR to a folder with scenes/")
+    if args.backbones:
+        rows = {variant: with_kwargs(RECIPE, variant=variant) for variant in args.backbones.split(",")}
+    else:
+        rows = {name: with_kwargs(RECIPES[name]) for name in args.recipes.split(",")}
+    with tempfile.TemporaryDirectory() as folder:
+        parts = split(photos, folder)
+        print(f"{photos}: {parts['dev'][1]} photos train (train.py splits off its validation), {parts['held_out'][1]} "
+              f"held out; {os.cpu_count()} CPUs")
+        print(f"{'row':12} {'float':>7} {'int8':>7} {'train s':>8} {'int8 MB':>8} {'ms/img':>7} {'on-chip MiB':>12}")
+        results = {}
+        for name, flags in rows.items():
+            r = results[name] = row(name, flags, parts, folder)
+            print(f"{name:12} {r['float']:7.4f} {r['int8']:7.4f} {r['seconds']:8.0f} {r['bytes'] / 1e6:8.2f} "
+                  f"{r['latency_ms']:7.1f} {r['on_chip'] / 2 ** 20:12.2f}", flush=True)
+    if {"model_maker", "recipe"} <= set(results):
+        margin = 100 * (results["recipe"]["float"] - results["model_maker"]["float"])
+        print(f"photo_recipe: the recipe's held-out top-1 minus Model Maker's, {margin:+.1f} points (goal >= +4.0)")
+
+
+if __name__ == "__main__":
+    main()
