@@ -53,8 +53,8 @@ def parse_args(argv=None):
                         "weight shapes match (so another class count is fine); or a .weights.h5 of the same model")
     p.add_argument("--freeze_epochs", type=non_negative_int,
                    help="train only the model's head for this many epochs, at --head_lr_factor times the learning "
-                        "rate, then every layer at --unfreeze_lr_factor times it; without --jitter the frozen base's "
-                        f"features are computed once (default: {d['freeze_epochs']})")
+                        "rate, on the frozen base's features computed once (--jitter starts after them), then every layer at "
+                        f"--unfreeze_lr_factor times it (default: {d['freeze_epochs']})")
     p.add_argument("--head_lr_factor", type=positive_float,
                    help=f"learning rate factor of the frozen epochs (default: {d['head_lr_factor']})")
     p.add_argument("--unfreeze_lr_factor", type=ratio,

@@ -9,11 +9,12 @@ trains on top of the frozen base (every other layer with weights), whose BatchNo
 mode, at `head_lr_factor` times the learning rate, so the random head cannot wreck the pretrained features; then
 everything trains (BatchNorm only if the SPEC lets it) with a fresh optimizer at `unfreeze_lr_factor` times it.
 
-While the base is frozen and nothing varies between epochs (no jitter), its output for an image is the same every
-epoch, and computing it is nearly all the cost of an epoch on a CPU. So then the frozen epochs compute it once per
-image and train the head alone on those features, in the same batches and order, with the run's callbacks acting
-on the whole model (history, checkpoints, the backup --resume needs). A Dropout before the head is not applied
-to the cached features (it runs only in the uncached path).
+While the base is frozen, its output for an un-jittered image is the same every epoch, and computing it is nearly
+all the cost of an epoch on a CPU. So the frozen epochs compute it once per image and train the head alone on
+those features, in the same batches and order, with the run's callbacks acting on the whole model (history,
+checkpoints, the backup --resume needs); --jitter applies from the first unfrozen epoch on, where the base can
+learn from it (a head on frozen features gains little from jittered copies, and each would cost a pass of the
+base). A Dropout before the head is not applied to the cached features (it runs only in the uncached path).
 """
 import copy
 
@@ -152,10 +153,9 @@ class UnfreezeBase(keras.callbacks.Callback):
 # --- the frozen epochs on cached features ------------------------------------------------------------------
 
 def head_on_cached_features(settings, epochs_done, num_processes):
-    """Whether the frozen epochs still to run can train the head on features computed once: nothing varies
-    between epochs (no jitter), and this process holds all the data."""
-    freeze_epochs = settings.get("freeze_epochs", 0)
-    return epochs_done < freeze_epochs and not settings["jitter"] and num_processes == 1
+    """Whether the frozen epochs still to run can train the head on features computed once: this process holds all
+    the data (jitter waits for the unfrozen epochs)."""
+    return epochs_done < settings.get("freeze_epochs", 0) and num_processes == 1
 
 
 def feature_batches(feature_model, batches):

@@ -32,6 +32,8 @@ SUMMARY = [
     r"^  accuracy  int8 [\d.]+% vs float [\d.]+% \([+-][\d.]+ points\)$",
     r"^  speed     int8 [\d.]+ ms vs float [\d.]+ ms per image: [\d.]+x (faster|slower)$",
     r"^  Edge TPU  all \d+ ops mapped; edgetpu_compiler not found, so not compiled",
+    r"^  ops       min_runtime_version 1\.14\.0; QUANTIZE v1, .*: all within TensorFlow 2\.5's registry",
+    r"^  on-chip   parameters [\d.]+ MiB \([\d,]+ bytes of constant buffers\), \d+% of the Edge TPU's 8 MiB",
     r"^  metadata  name, input \(28x28 GRAYSCALE, 0-255\) and 3 class names inside model\.tflite; MediaPipe's "
     r"ImageClassifier refuses it",
     r"^  SavedModel saved_model/1: [\d,]+ bytes \(model\.h5 [\d,]+\); given the image files, top-1 as predict\.py's "

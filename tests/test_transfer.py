@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import callbacks
+import datagen
 import config
 import train
 import transfer
@@ -203,6 +204,22 @@ def test_bad_transfer_flags_give_one_line_exit_2_and_write_nothing(flags, messag
     code = train_run(["--data", two_classes, "--save_to", str(run_dir), *[paths.get(f, f) for f in flags]])
     assert code == 2 and message in one_line_error(capsys)
     assert not run_dir.exists()
+
+
+def test_with_jitter_the_frozen_epochs_run_on_cached_features_and_jitter_starts_after_them(pretrained, two_classes,
+                                                                                          tmp_path, capsys,
+                                                                                          monkeypatch):
+    jittered, cached_until = [], []  # whether each batch served was jittered; how many were served when caching ended
+    getitem, fit_head = datagen.BatchGenerator.__getitem__, transfer.fit_head_on_features
+    monkeypatch.setattr(datagen.BatchGenerator, "__getitem__",
+                        lambda self, index: jittered.append(self.augmenter is not None) or getitem(self, index))
+    monkeypatch.setattr(transfer, "fit_head_on_features",
+                        lambda *a, **k: [fit_head(*a, **k), cached_until.append(len(jittered))][0])
+    assert train_run(["--data", two_classes, "--model", "quickdraw_cnn", "--model_kwargs",
+                      '{"filters": [4, 8], "dense_units": 8}', "--from_ckpt", pretrained, "--freeze_epochs", "2",
+                      "--num_epochs", "3", "--batch_size", "8", "--jitter", "--save_to", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.count("(head alone, on features cached from the frozen base)") == 2
+    assert not any(jittered[:cached_until[0]]) and any(jittered[cached_until[0]:])
 
 
 def test_frozen_epochs_on_cached_features_train_the_same_head_as_on_images(pretrained, two_classes, tmp_path,
