@@ -7,7 +7,7 @@ import re
 
 import keras
 
-import storage
+from support import storage
 
 BEST_MODEL = "best.keras"
 HISTORY = "history.csv"

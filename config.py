@@ -13,8 +13,8 @@ import numpy as np
 
 import loss
 import models
-import storage
-from errors import UserError
+from support import storage
+from support.errors import UserError
 
 # name -> the ModelSpec that models/<name>.py declares; --help lists them in this order.
 MODELS = models.registry([

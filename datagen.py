@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from errors import UserError
+from support.errors import UserError
 from reader import DataReader, mix64
 
 if not hasattr(np, "sctypes"):  # imgaug 0.4 reads names that NumPy 2 removed; restore them before importing it

@@ -18,19 +18,19 @@ import argparse
 import json
 import os
 
-import console  # first: quiets TensorFlow's import (see console.py)
+from support import console  # first: quiets TensorFlow's import (see console.py)
 import keras
 import numpy as np
 
 import config
-import edgetpu
-import edgetpu_limits
-import saved_model_export
-import storage
-import tflite_metadata
+from support import edgetpu
+from support import edgetpu_limits
+from support import saved_model_export
+from support import storage
+from support import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
-from errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
-from inference import LABELS, latency_ms, load_classifier, model_in, predict_batches
+from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
+from support.inference import LABELS, latency_ms, load_classifier, model_in, predict_batches
 from reader import labels_from_text
 
 FORMATS = ("h5", "tflite", "edgetpu", "saved_model")

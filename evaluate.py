@@ -28,17 +28,17 @@ import argparse
 import json
 import os
 
-import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import numpy as np
 
 import config
 import plots
-import storage
+from support import storage
 from datagen import BatchGenerator, open_run_data, run_batches
-from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
+from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
+from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                        predict_batches)
-from class_match import match_classes
+from support.class_match import match_classes
 from reader import FORMATS, DataReader, first_of
 
 DEFAULT_EVAL_SAMPLES = 1000  # deploy.py's default, so both report on the same validation images

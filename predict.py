@@ -16,14 +16,14 @@ The CSV is written to a temporary file beside it and renamed when complete: a fa
 """
 import os
 
-import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import numpy as np
 
 import config
-import storage
+from support import storage
 from datagen import BatchGenerator
-from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
+from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
+from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                        predict_batches)
 from reader import FORMATS, DataReader
 

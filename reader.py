@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from class_match import match_classes
-from errors import UserError
+from support.class_match import match_classes
+from support.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 NOT_AN_IMAGE, UNREADABLE, EMPTY_CLASS_FOLDER = "not an image", "unreadable", "empty class folder"

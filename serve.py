@@ -29,8 +29,8 @@ import sys
 import time
 import uuid
 
-import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
-import requirements
+from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+from support import requirements
 
 requirements.require(["starlette", "uvicorn"], "requirements-serve.txt", "serve.py")
 import numpy as np
@@ -44,10 +44,10 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 import config
-import storage
+from support import storage
 from datagen import prepare
-from errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from inference import (LABELS, check_class_names, class_names_beside, image_classifier, is_deploy_folder,
+from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
+from support.inference import (LABELS, check_class_names, class_names_beside, image_classifier, is_deploy_folder,
                        is_run_folder, model_in)
 from reader import decode_image
 

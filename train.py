@@ -11,22 +11,22 @@ import shutil
 import sys
 import tempfile
 
-import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import keras
 import numpy as np
 
-import allocator
+from support import allocator
 import callbacks
-import class_weight
+from support import class_weight
 import config
-import distribute
-import doodles
-import onednn
+from support import distribute
+from support import doodles
+from support import onednn
 import plots
-import storage
+from support import storage
 import transfer
 from datagen import open_run_data, run_batches
-from errors import (ArgumentParser, UserError, image_size, json_object, non_negative_float, non_negative_int,
+from support.errors import (ArgumentParser, UserError, image_size, json_object, non_negative_float, non_negative_int,
                     positive_float, positive_int, ratio, reports_user_errors)
 from reader import FORMATS
 

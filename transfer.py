@@ -22,8 +22,8 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-import inference
-from errors import UserError
+from support import inference
+from support.errors import UserError
 
 
 def weighted_layers(model):

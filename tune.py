@@ -22,8 +22,8 @@ import sys
 import time
 import warnings
 
-import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
-import requirements
+from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
+from support import requirements
 
 requirements.require(["optuna"], "requirements-tune.txt", "tune.py")
 import keras
@@ -33,11 +33,11 @@ from optuna.trial import TrialState
 
 import callbacks
 import config
-import distribute
-import storage
+from support import distribute
+from support import storage
 import train
 from datagen import open_run_data
-from errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
+from support.errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
 MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (no password) and fixed train.py flags
 STUDY_NAME = "tune"

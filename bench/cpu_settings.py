@@ -23,9 +23,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import console  # noqa: E402,F401  first: quiets TensorFlow's import
-import allocator  # noqa: E402
-import onednn  # noqa: E402
+from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import allocator  # noqa: E402
+from support import onednn  # noqa: E402
 
 SETTINGS = {"allocator": (allocator.SETTING, "false", "true"), "onednn": (onednn.SWITCH, "0", "1")}
 DRAWINGS = ["--num_epochs", "2"]

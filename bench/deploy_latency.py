@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 import config  # noqa: E402
 from deploy import to_int8_tflite  # noqa: E402
-from inference import KerasClassifier, latency_ms, load_classifier  # noqa: E402
+from support.inference import KerasClassifier, latency_ms, load_classifier  # noqa: E402
 
 INPUT_SHAPES = {"quickdraw_cnn": (28, 28, 1), "logistic": (28, 28, 1),
                 "mobilenet_v1": (224, 224, 3), "mobilenet_v2": (224, 224, 3)}

@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
 import config  # noqa: E402
 
 SPLITS = {"A": (["apple", "bicycle", "bowtie", "cat", "diamond"], ["eye", "fish", "lollipop", "rainbow"]),

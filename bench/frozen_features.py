@@ -16,7 +16,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
 import keras  # noqa: E402
 
 import train  # noqa: E402

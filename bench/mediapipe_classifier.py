@@ -41,10 +41,10 @@ def parse_args():
 def save_our_answers(args):
     """Our half: the template's reading, resizing and LiteRT classification; saves pixels, scores, scale, labels."""
     sys.path.insert(0, ROOT)
-    import console  # noqa: F401  (first: quiets TensorFlow's import, as in every tool of the template)
-    import tflite_metadata
+    from support import console  # noqa: F401  (first: quiets TensorFlow's import, as in every tool of the template)
+    from support import tflite_metadata
     from datagen import prepare, select
-    from inference import load_classifier
+    from support.inference import load_classifier
     from reader import DataReader
 
     path = os.path.join(args.deploy, MODEL)

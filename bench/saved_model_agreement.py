@@ -27,14 +27,14 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
 import tensorflow as tf  # noqa: E402
 
 from datagen import prepare, select  # noqa: E402
 from few_shot import run  # noqa: E402  a tool in its own process; its output if it fails
-from inference import load_classifier  # noqa: E402
+from support.inference import load_classifier  # noqa: E402
 from reader import DataReader  # noqa: E402
-from saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,  # noqa: E402
+from support.saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,  # noqa: E402
                                 version_folder)
 
 PHOTO_RUN = ["--model", "efficientnet_lite", "--model_kwargs", '{"weights": "imagenet"}', "--freeze_epochs", "1",

@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datagen import BatchGenerator  # noqa: E402
-from doodles import SHAPES, draw  # noqa: E402
+from support.doodles import SHAPES, draw  # noqa: E402
 from reader import DataReader  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """python -m models NAME [--input_size H,W] [--channels C]: a registered model's layers and parameter count."""
 import config
-from errors import ArgumentParser, image_size
+from support.errors import ArgumentParser, image_size
 
 
 def main(argv=None):

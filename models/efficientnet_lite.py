@@ -16,7 +16,7 @@ import math
 import keras
 from keras import layers
 
-import pytorch_weights
+from support import pytorch_weights
 from models import ModelSpec
 from models.pretrained_head import HEAD, checked_weights
 

@@ -1,6 +1,6 @@
 import os
 
-import allocator
+from support import allocator
 
 
 def test_tensorflow_is_asked_to_reuse_cpu_memory_unless_the_user_chose(monkeypatch):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import class_weight
+from support import class_weight
 import config
 import train
 from conftest import exit_code, run_cli

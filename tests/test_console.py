@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-import console
+from support import console
 from conftest import ROOT, write_npy
 
 # The library lines a user should not see (issue: "a quiet console"), by where they come from.
@@ -87,7 +87,7 @@ def test_train_and_deploy_print_their_own_lines_and_no_library_noise(tiny_data, 
 MADE_UP_CHATTER = f"""
 import os, sys, warnings
 sys.path.insert(0, {ROOT!r})
-import console
+from support import console
 from absl import logging as absl_logging
 warnings.warn(console.HARMLESS_WARNINGS[0])
 absl_logging.get_absl_logger().warning(console.HARMLESS_LOG_MESSAGES[0] + " This file format is legacy.")

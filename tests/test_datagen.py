@@ -5,7 +5,7 @@ import pytest
 
 from conftest import write_npy
 from datagen import BatchGenerator, ImageGenerator, drawing_augmenter, photo_augmenter, prepare, select
-from errors import UserError
+from support.errors import UserError
 from reader import DataReader
 
 

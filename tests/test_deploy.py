@@ -7,9 +7,9 @@ import pytest
 
 import config
 import deploy
-import edgetpu
-import edgetpu_limits
-import tflite_metadata
+from support import edgetpu
+from support import edgetpu_limits
+from support import tflite_metadata
 import train
 from conftest import exit_code, write_npy
 from datagen import ImageGenerator

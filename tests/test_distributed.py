@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-import distribute
+from support import distribute
 import train
 from conftest import ROOT, write_npy
 from datagen import BatchGenerator
-from errors import UserError
+from support.errors import UserError
 from reader import DataReader
 
 

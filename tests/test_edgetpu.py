@@ -8,9 +8,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import edgetpu  # noqa: E402
-import edgetpu_limits  # noqa: E402
-from errors import UserError  # noqa: E402
+from support import edgetpu  # noqa: E402
+from support import edgetpu_limits  # noqa: E402
+from support.errors import UserError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")  # TF, uint8 input
 

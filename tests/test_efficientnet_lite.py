@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-import pytorch_weights
+from support import pytorch_weights
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, write_npy
 from datagen import prepare

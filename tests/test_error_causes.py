@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import config
-import console
+from support import console
 from conftest import ROOT, write_npy
 
 CAUSE_HEADER = "The above exception was the direct cause of the following exception:"

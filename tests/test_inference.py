@@ -7,8 +7,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import deploy  # noqa: E402
-import inference  # noqa: E402
-from errors import UserError  # noqa: E402
+from support import inference  # noqa: E402
+from support.errors import UserError  # noqa: E402
 
 pytestmark = [
     # Library noise, not ours: the TF converter on uint8 input, and Keras' model.save under NumPy 2.

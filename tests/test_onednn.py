@@ -8,7 +8,7 @@ import keras
 import pytest
 
 import config
-import onednn
+from support import onednn
 import train
 from conftest import ROOT, exit_code, write_npy
 from models import ModelSpec

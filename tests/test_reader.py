@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from conftest import png_bytes, quickdraw_records, write_npy, write_tfrecord
-from errors import UserError
-from class_match import match_classes
+from support.errors import UserError
+from support.class_match import match_classes
 from reader import DataReader, decode_image
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 import deploy
 import predict
-import saved_model_export
+from support import saved_model_export
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, run_cli
 from datagen import prepare

@@ -12,10 +12,10 @@ import tensorflow as tf
 import deploy
 import evaluate
 import predict
-import storage
+from support import storage
 import train
 from conftest import exit_code, run_cli, write_npy
-from errors import UserError
+from support.errors import UserError
 
 gfile = tf.io.gfile
 

@@ -8,7 +8,7 @@ from ai_edge_litert import schema_py_generated as model_fb
 from ai_edge_litert.interpreter import Interpreter
 
 import deploy
-import tflite_metadata
+from support import tflite_metadata
 from conftest import write_npy
 from datagen import ImageGenerator
 from reader import DataReader

@@ -15,7 +15,7 @@ import train
 import callbacks
 from callbacks import KeepLastCheckpoints
 from conftest import ROOT, exit_code, quickdraw_records, write_npy, write_tfrecord
-from errors import UserError
+from support.errors import UserError
 
 
 

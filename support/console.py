@@ -16,7 +16,7 @@ import sys
 import tempfile
 import warnings
 
-import requirements
+from support import requirements
 
 VERBOSE_VARIABLE = "KERAS_TEMPLATE_VERBOSE"
 VERBOSE = os.environ.get(VERBOSE_VARIABLE, "0") not in ("", "0")

@@ -24,7 +24,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as model_fb
 from ai_edge_litert.tools import flatbuffer_utils
 
-from third_party import metadata_schema_py_generated as metadata_fb
+from support.third_party import metadata_schema_py_generated as metadata_fb
 
 METADATA_NAME = b"TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import keras
 
-from errors import UserError
+from support.errors import UserError
 
 MODES = ("none", "data_parallel")
 

@@ -2,7 +2,7 @@
 (classes cat, dog) can score a folder of `cats/` and `dogs/`, and a run's `cat` selects a validation folder's
 `cats/`. Used by the readers' class selection (--classes, --val_data) and evaluate.py --data.
 """
-from errors import UserError
+from support.errors import UserError
 
 
 def plural_forms(name):

@@ -14,7 +14,7 @@ import os
 import keras
 
 import transfer
-from errors import UserError
+from support.errors import UserError
 
 SWITCH = "TF_ENABLE_ONEDNN_OPTS"
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from errors import ArgumentParser, UserError, reports_user_errors
+from support.errors import ArgumentParser, UserError, reports_user_errors
 
 SIDE, SCALE = 28, 4  # drawn 4× larger, then downsampled: smooth strokes like QuickDraw's
 

@@ -17,12 +17,12 @@ import numpy as np
 from tqdm import tqdm
 
 import config
-import console
+from support import console
 import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
-import storage
-import tflite_metadata
+from support import storage
+from support import tflite_metadata
 from callbacks import BEST_MODEL
-from errors import UserError, first_line
+from support.errors import UserError, first_line
 from reader import labels_from_text
 
 KERAS_SUFFIXES = (".keras", ".h5")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-import edgetpu_limits
-from errors import UserError
+from support import edgetpu_limits
+from support.errors import UserError
 
 # Ops the Edge TPU runs, as TFLite builtin op names (what `Interpreter._get_ops_details()` reports).
 # Source: Coral's "TensorFlow models on the Edge TPU", table "Supported operations",

@@ -14,7 +14,7 @@ import tempfile
 
 import tensorflow as tf
 
-from errors import UserError
+from support.errors import UserError
 
 gfile = tf.io.gfile
 

@@ -11,7 +11,7 @@ import json
 import sys
 import traceback
 
-import console
+from support import console
 
 
 class UserError(Exception):

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from errors import UserError
+from support.errors import UserError
 from reader import first_of
 
 BALANCED = "balanced"

