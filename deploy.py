@@ -30,8 +30,8 @@ from support import storage
 from support import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
-from support.inference import LABELS, latency_ms, load_classifier, model_in, predict_batches
-from reader import labels_from_text
+from support.inference import latency_ms, load_classifier, model_in, predict_batches
+from support.labels import LABELS, labels_from_text
 
 FORMATS = ("h5", "tflite", "edgetpu", "saved_model")
 REPORT = "deploy_report.json"

@@ -35,11 +35,11 @@ import config
 import plots
 from support import storage
 from datagen import BatchGenerator, open_run_data, run_batches
-from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
+from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                        predict_batches)
 from support.class_match import match_classes
-from reader import FORMATS, DataReader, first_of
+from reader import FORMATS, DataReader
 
 DEFAULT_EVAL_SAMPLES = 1000  # deploy.py's default, so both report on the same validation images
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does

@@ -7,67 +7,29 @@ their framing, so only the rows a batch needs are ever read. To add a format, wr
 `detect(paths)` static method and add it to FORMATS.
 """
 import glob
-import hashlib
 import io
-import mmap
 import os
-import struct
 import sys
 
-import cv2  # OpenCV, which imgaug needs anyway: a fast path for greyscale PNGs
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from support.class_match import match_classes
-from support.errors import UserError
+from support.errors import UserError, first_of
+from support.ids import mix64, stable_hash
+from support.images import decode_image
+from support.labels import read_labels_txt
+from support.tfrecord_framing import walk_records
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 NOT_AN_IMAGE, UNREADABLE, EMPTY_CLASS_FOLDER = "not an image", "unreadable", "empty class folder"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
-PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # signature, then the IHDR chunk's length and type
 KEY_CANDIDATES = {
     "image": ("image", "image/encoded", "image_raw", "img"),
     "label": ("label", "image/class/label", "class"),
     "id": ("image_id", "id", "image/filename", "filename"),
 }
-
-
-def decode_image(data, name):
-    """Bytes of a PNG/JPEG/... -> uint8 H×W×C with C = 1 (grey) or 3 (colour); the only image decoder.
-
-    8-bit greyscale PNGs (KMLC's QuickDraw records) go through OpenCV, ~4× faster than Pillow for the same
-    pixels; everything else, and anything OpenCV declines, through Pillow."""
-    if data[:16] == PNG_HEADER and data[24:26] == b"\x08\x00":  # IHDR: bit depth 8, colour type 0 (grey)
-        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        if array is not None and array.ndim == 2 and array.dtype == np.uint8:
-            return array[:, :, None]
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey: convert("L") would clip at 255
-                array = np.clip(np.asarray(image, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
-            else:
-                if image.mode not in ("L", "RGB"):
-                    image = image.convert("L" if image.mode in ("1", "F", "LA") else "RGB")
-                array = np.asarray(image, dtype=np.uint8)
-    except Exception as error:
-        raise UserError(f"cannot decode image {name}: {error}") from error
-    return array[:, :, None] if array.ndim == 2 else array
-
-
-def stable_hash(text):
-    """A 64-bit hash of a string that is the same on every machine and Python run (unlike hash())."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def mix64(values):
-    """splitmix64 finaliser over a uint64 array: spreads nearby integers over the whole 64-bit range."""
-    with np.errstate(over="ignore"):  # wrapping multiplication is the point
-        z = np.asarray(values, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def expand_paths(source):
@@ -174,75 +136,6 @@ class QuickDrawNpy:
             for n, image in zip(where, np.asarray(array[rows[where]]).reshape(-1, side, side, 1)):
                 images[n] = image
         return images
-
-
-def crc32c_table():
-    table = np.zeros(256, dtype=np.uint32)
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table[n] = c
-    return table
-
-
-def masked_crc32c(rows):
-    """TFRecord's masked CRC-32C of each row of a uint8 array, vectorised over rows."""
-    table = crc32c_table()
-    crc = np.full(len(rows), 0xFFFFFFFF, dtype=np.uint32)
-    for column in rows.T:
-        crc = table[(crc ^ column) & 0xFF] ^ (crc >> np.uint32(8))
-    crc ^= np.uint32(0xFFFFFFFF)
-    return (((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)).astype(np.uint32)
-
-
-def walk_records(path):
-    """(offset, length) of every record's payload, from the framing: u64 length, u32 CRC, data, u32 CRC.
-
-    Length checksums are verified for all records at once (vectorised), and first of all when the walk
-    runs off the end, so a damaged length is reported as corruption at its own offset."""
-    size = os.path.getsize(path)
-    starts, headers, position = [], [], 0
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else io.BytesIO() as data:
-        while position < size:
-            header = data[position:position + 12]
-            length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else 0
-            if position + 16 + length > size:
-                check_lengths(path, starts + [position], headers + [header.ljust(12, b"\0")])
-                raise UserError(f"truncated TFRecord file {path} at offset {position}: the record "
-                                f"runs past the end of the file ({size} bytes)")
-            starts.append(position)
-            headers.append(header)
-            position += 16 + length
-    lengths = check_lengths(path, starts, headers)
-    return np.array(starts, dtype=np.int64) + 12, lengths
-
-
-def check_lengths(path, starts, headers):
-    """The records' lengths, after checking each against its masked CRC-32C."""
-    if not headers:
-        return np.zeros(0, dtype=np.int64)
-    headers = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(-1, 12)
-    bad = np.flatnonzero(masked_crc32c(headers[:, :8]) != headers[:, 8:].copy().view("<u4")[:, 0])
-    if len(bad):
-        raise UserError(f"corrupted TFRecord file {path} at offset {starts[bad[0]]}: length checksum mismatch")
-    return headers[:, :8].copy().view("<u8")[:, 0].astype(np.int64)
-
-
-def read_labels_txt(folders):
-    """Class names from a labels.txt beside the records."""
-    for folder in folders:
-        path = os.path.join(folder, "labels.txt")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return labels_from_text(f.read())
-    return None
-
-
-def labels_from_text(text):
-    """The names in a labels.txt: `0 -> apple` lines or one name per line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return [line.split("->", 1)[1].strip() if "->" in line else line for line in lines]
 
 
 class TFRecords:
@@ -400,11 +293,6 @@ def walk_folder(folder, seen):
         for name in sorted(names):
             (images if name.lower().endswith(IMAGE_SUFFIXES) else others).append(os.path.join(here, name))
     return images, others
-
-
-def first_of(items, limit):
-    """The first `limit` items, comma-separated, and how many more there are."""
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def skipped_summary(skipped, base):

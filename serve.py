@@ -47,9 +47,10 @@ import config
 from support import storage
 from datagen import prepare
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from support.inference import (LABELS, check_class_names, class_names_beside, image_classifier, is_deploy_folder,
+from support.inference import (check_class_names, class_names_beside, image_classifier, is_deploy_folder,
                        is_run_folder, model_in)
-from reader import decode_image
+from support.images import decode_image
+from support.labels import LABELS
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
 log = logging.getLogger("serve")

@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
 from datagen import in_train_split  # noqa: E402
-from reader import IMAGE_SUFFIXES, stable_hash  # noqa: E402
+from reader import IMAGE_SUFFIXES  # noqa: E402
+from support.ids import stable_hash  # noqa: E402
 
 HELD_OUT_SEED, DEV_SHARE = 1, 0.75
 IMAGENET = {"weights": "imagenet"}

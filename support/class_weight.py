@@ -14,8 +14,7 @@ import math
 
 import numpy as np
 
-from support.errors import UserError
-from reader import first_of
+from support.errors import UserError, first_of
 
 BALANCED = "balanced"
 FORMS = f"'{BALANCED}' or a JSON object of class name: positive weight, e.g. '{{\"cat\": 2.0, \"dog\": 1.0}}'"

@@ -18,6 +18,11 @@ class UserError(Exception):
     """A problem with the user's input; the message names the bad value and the valid choices."""
 
 
+def first_of(items, limit):
+    """The first `limit` items, comma-separated, and how many more there are."""
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def first_line(error):
     """A library exception in one line, for a UserError that wraps it: its first line, or its type's name."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -23,12 +23,11 @@ from support import storage
 from support import tflite_metadata
 from callbacks import BEST_MODEL
 from support.errors import UserError, first_line
-from reader import labels_from_text
+from support.labels import LABELS, labels_from_text
 
 KERAS_SUFFIXES = (".keras", ".h5")
 TFLITE_SUFFIXES = (".tflite",)
 ACCEPTED = "accepted: .keras or .h5 (Keras), .tflite (LiteRT)"
-LABELS = "labels.txt"  # what makes a folder a deploy folder: one class name per line, in index order
 DEPLOYED_MODEL = "model.tflite"  # a deploy folder's model; a run folder's is its best.keras
 
 

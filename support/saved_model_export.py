@@ -28,6 +28,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from support.labels import LABELS
+
 FOLDER = "saved_model"  # in a deploy folder: FOLDER/<version>/
 PIXELS = "pixels"  # the second signature's name and its input's
 IMAGE_BYTES = "image_bytes"  # serving_default's input: the "_bytes" ending is what Google's prediction services
@@ -117,7 +119,7 @@ def export(model, class_names, path):
 
     height, width, channels = model.input_shape[1:]
     with tempfile.TemporaryDirectory() as work:
-        labels_path = os.path.join(work, "labels.txt")
+        labels_path = os.path.join(work, LABELS)
         with open(labels_path, "w") as f:
             f.write("".join(f"{name}\n" for name in class_names))
         table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(

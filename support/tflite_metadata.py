@@ -24,11 +24,11 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as model_fb
 from ai_edge_litert.tools import flatbuffer_utils
 
+from support.labels import LABELS
 from support.third_party import metadata_schema_py_generated as metadata_fb
 
 METADATA_NAME = b"TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
-LABELS_FILE = "labels.txt"
 # What MetadataPopulator's GetMinimumMetadataParserVersion answers for the fields written here: every field that
 # raises it (process units, tensor groups, vocabulary or ScaNN files, file versions, custom metadata) is unused.
 MIN_PARSER_VERSION = "1.0.0"
@@ -105,9 +105,9 @@ def _probabilities_metadata(tensor, class_names):
         raise ValueError(f"{len(class_names)} class names for a model with {classes} outputs")
     bad = next((name for name in class_names if not name or "\n" in name or "\r" in name), None)
     if bad is not None:
-        raise ValueError(f"class name {bad!r} cannot be a line of {LABELS_FILE}")
+        raise ValueError(f"class name {bad!r} cannot be a line of {LABELS}")
     labels = metadata_fb.AssociatedFileT()
-    labels.name, labels.type = LABELS_FILE, metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS
+    labels.name, labels.type = LABELS, metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS
     labels.description = "Class names, one a line, in the order of the output's probabilities."
     metadata = metadata_fb.TensorMetadataT()
     metadata.name = "probability"
@@ -157,7 +157,7 @@ def write(model_bytes, *, name, version, description, class_names):
         entry.buffer = len(model.buffers) - 1
     archive = io.BytesIO(flatbuffer_utils.convert_object_to_bytearray(model))  # repacked: any old zip is gone
     with zipfile.ZipFile(archive, "a") as files:  # appended after the flatbuffer, stored uncompressed
-        labels = zipfile.ZipInfo(LABELS_FILE, date_time=ZIP_DATE)
+        labels = zipfile.ZipInfo(LABELS, date_time=ZIP_DATE)
         files.writestr(labels, "".join(f"{c}\n" for c in class_names))
     return archive.getvalue()
 

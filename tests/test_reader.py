@@ -7,7 +7,8 @@ from PIL import Image
 from conftest import png_bytes, quickdraw_records, write_npy, write_tfrecord
 from support.errors import UserError
 from support.class_match import match_classes
-from reader import DataReader, decode_image
+from reader import DataReader
+from support.images import decode_image
 
 
 # --- QuickDraw .npy

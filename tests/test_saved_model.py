@@ -22,7 +22,8 @@ from support import saved_model_export
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, run_cli
 from datagen import prepare
-from reader import DataReader, decode_image
+from reader import DataReader
+from support.images import decode_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 
