@@ -13,7 +13,7 @@ import numpy as np
 
 import loss
 import models
-from support import storage
+from support import doodles, storage
 from support.errors import UserError
 
 # name -> the ModelSpec that models/<name>.py declares; --help lists them in this order.
@@ -40,7 +40,7 @@ OPTIMIZERS = {
 
 SCHEDULES = ("cosine", "constant")  # cosine: decays to 0 over the run, which steadies the last epochs
 
-SAMPLE_DATA = "data/doodles"  # written by doodles.py on first use when --data is not given
+SAMPLE_DATA = doodles.FOLDER
 
 DEFAULTS = {
     "data": [SAMPLE_DATA],

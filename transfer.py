@@ -24,15 +24,7 @@ from tqdm import tqdm
 
 from support import inference
 from support.errors import UserError
-
-
-def weighted_layers(model):
-    """The layers that hold weights, looking inside nested models (a MobileNet's base)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from weighted_layers(layer)
-        elif layer.weights:
-            yield layer
+from support.layers import weighted_layers
 
 
 def shapes(layer):

@@ -7,7 +7,7 @@ variable says. So the import runs here with the output descriptors held (`captur
 TF_CPP_MIN_LOG_LEVEL=1, set before it, hides TensorFlow's later C++ info lines. Python warnings known to be
 harmless here are silenced by their exact message, one by one; anything else still shows.
 
-KERAS_TEMPLATE_VERBOSE=1 turns all of this off, for debugging: every library line comes back.
+KERAS_TEMPLATE_VERBOSE=1 (verbose.py) turns all of this off, for debugging: every library line comes back.
 """
 import contextlib
 import os
@@ -16,12 +16,8 @@ import sys
 import tempfile
 import warnings
 
-from support import requirements
+from support import requirements, verbose
 
-VERBOSE_VARIABLE = "KERAS_TEMPLATE_VERBOSE"
-VERBOSE = os.environ.get(VERBOSE_VARIABLE, "0") not in ("", "0")
-VERBOSE_HELP = (f"Library log lines (TensorFlow, absl, the TFLite converter, LiteRT) are hidden; "
-                f"set {VERBOSE_VARIABLE}=1 to see them.")
 
 # Python warnings that say nothing to a user of this template, each for a reason:
 HARMLESS_WARNINGS = (
@@ -42,7 +38,7 @@ def captured_output():
     C++ libraries write to file descriptors 1 and 2 directly, past sys.stdout and Python's logging, so the
     descriptors themselves point at a temporary file meanwhile; Python's own streams follow them there.
     """
-    if VERBOSE:
+    if verbose.ON:
         yield
         return
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as held:
@@ -88,5 +84,5 @@ def quiet_libraries():
 
 
 requirements.require_keras_backend()  # before any tool imports Keras
-if not VERBOSE:
+if not verbose.ON:
     quiet_libraries()

@@ -5,7 +5,7 @@ It lets `python train.py` run on a fresh machine with no download. The drawings 
 on black at 28×28 like QuickDraw. They are synthetic: real drawings are far more varied (see README for
 downloading real QuickDraw classes). The same seed always writes the same files.
 
-    python doodles.py --save_to data/doodles --per_class 300
+    python -m support.doodles --save_to data/doodles --per_class 300
 """
 import math
 import os
@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from support.errors import ArgumentParser, UserError, reports_user_errors
 
+FOLDER = "data/doodles"  # where train.py writes the sample on first use when --data is not given
 SIDE, SCALE = 28, 4  # drawn 4× larger, then downsampled: smooth strokes like QuickDraw's
 
 
@@ -86,7 +87,7 @@ def write(save_to, per_class=300, seed=0):
 @reports_user_errors
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--save_to", default="data/doodles", help="folder for the .npy files (default: %(default)s)")
+    parser.add_argument("--save_to", default=FOLDER, help="folder for the .npy files (default: %(default)s)")
     parser.add_argument("--per_class", type=int, default=300, help="drawings per class (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     args = parser.parse_args(argv)

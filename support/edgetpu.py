@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from support import edgetpu_limits
-from support.errors import UserError
+from support.errors import UserError, first_line
 
 # Ops the Edge TPU runs, as TFLite builtin op names (what `Interpreter._get_ops_details()` reports).
 # Source: Coral's "TensorFlow models on the Edge TPU", table "Supported operations",
@@ -84,8 +84,7 @@ def load_interpreter(path):
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
     except (ValueError, RuntimeError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{path} is not a TFLite model ({detail})") from error
+        raise UserError(f"{path} is not a TFLite model ({first_line(error)})") from error
 
 
 def _dtype_name(dtype):

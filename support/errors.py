@@ -11,7 +11,7 @@ import json
 import sys
 import traceback
 
-from support import console
+from support import verbose
 
 
 class UserError(Exception):
@@ -30,9 +30,9 @@ def first_line(error):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage block), so flag mistakes look like every other error, and a
-    --help that ends by saying how to bring back the library lines console.py hides."""
+    --help that ends by saying how to bring back the library lines and error causes it hides."""
 
-    def __init__(self, *args, epilog=console.VERBOSE_HELP, **kwargs):
+    def __init__(self, *args, epilog=verbose.HELP, **kwargs):
         super().__init__(*args, epilog=epilog, **kwargs)
 
     def error(self, message):
@@ -42,14 +42,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def reports_user_errors(main):
     """Wrap a CLI entry point: a UserError becomes `error: ...` on stderr and exit code 2 (after its chained
-    traceback when console.VERBOSE)."""
+    traceback when KERAS_TEMPLATE_VERBOSE is set)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except UserError as error:
-            if console.VERBOSE:
+            if verbose.ON:
                 traceback.print_exception(error, file=sys.stderr)
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

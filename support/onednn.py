@@ -13,7 +13,7 @@ import os
 
 import keras
 
-import transfer
+from support.layers import weighted_layers
 from support.errors import UserError
 
 SWITCH = "TF_ENABLE_ONEDNN_OPTS"
@@ -34,7 +34,7 @@ def avx512_cpu(cpuinfo="/proc/cpuinfo"):
 
 def crashing_convolutions(model):
     """The Conv2D layers (nested models included) of the shape that crashes the kernel."""
-    for layer in transfer.weighted_layers(model):
+    for layer in weighted_layers(model):
         if type(layer) is keras.layers.Conv2D and tuple(layer.strides) == (2, 2):
             height, width, channels, filters = layer.kernel.shape
             if (height, width) == (1, 1) and channels < 16 and filters <= 16:

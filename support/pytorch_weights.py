@@ -16,6 +16,8 @@ import struct
 
 import numpy as np
 
+from support.errors import first_line
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
@@ -165,4 +167,4 @@ def read_state_dict(path):
     except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
             struct.error) as error:  # what a damaged pickle stream raises
         raise ValueError(f"cannot read {path}: not a legacy PyTorch state_dict ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+                         f"{first_line(error)})") from error

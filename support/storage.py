@@ -14,7 +14,7 @@ import tempfile
 
 import tensorflow as tf
 
-from support.errors import UserError
+from support.errors import UserError, first_line
 
 gfile = tf.io.gfile
 
@@ -28,7 +28,7 @@ def reported(function):
         try:
             return function(path, *args, **kwargs)
         except tf.errors.OpError as error:
-            raise UserError(f"cannot use {path}: {error.message.strip().splitlines()[0]}") from error
+            raise UserError(f"cannot use {path}: {first_line(error)}") from error
 
     return wrapper
 

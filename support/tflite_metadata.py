@@ -24,6 +24,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as model_fb
 from ai_edge_litert.tools import flatbuffer_utils
 
+from support.errors import first_line
 from support.labels import LABELS
 from support.third_party import metadata_schema_py_generated as metadata_fb
 
@@ -47,8 +48,7 @@ def _model(model_bytes):
     try:
         model = flatbuffer_utils.read_model_from_bytearray(model_bytes)
     except Exception as error:  # the flatbuffers runtime has no verifier: a damaged file fails in many ways
-        detail = str(error).splitlines()[0] if str(error) else ""
-        raise ValueError(f"not a readable TFLite model ({type(error).__name__}: {detail})") from error
+        raise ValueError(f"not a readable TFLite model ({type(error).__name__}: {first_line(error)})") from error
     if len(model.subgraphs or []) != 1:
         raise ValueError(f"the model has {len(model.subgraphs or [])} subgraphs; metadata here describes one")
     return model

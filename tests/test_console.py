@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from support import console
+from support import console, verbose
 from conftest import ROOT, write_npy
 
 # The library lines a user should not see (issue: "a quiet console"), by where they come from.
@@ -50,15 +50,15 @@ def tiny_data(tmp_path_factory):
     return write_npy(str(tmp_path_factory.mktemp("console") / "npy"), {"apple": 30, "bicycle": 30, "cat": 30})
 
 
-def user_environment(verbose=False):
+def user_environment(loud=False):
     """The environment a user runs a tool in: without the test run's own log-level settings."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", console.VERBOSE_VARIABLE)}
-    return {**env, console.VERBOSE_VARIABLE: "1"} if verbose else env
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", verbose.VARIABLE)}
+    return {**env, verbose.VARIABLE: "1"} if loud else env
 
 
-def train_and_deploy(data, folder, verbose):
+def train_and_deploy(data, folder, loud):
     """train.py then deploy.py as a user runs them: their output lines, stdout and stderr in order."""
-    env = user_environment(verbose)
+    env = user_environment(loud)
     commands = [["train.py", "--data", data, "--save_to", str(folder / "run"), "--num_epochs", "1", "--batch_size", "8"],
                 ["deploy.py", "--read_from", str(folder / "run"), "--save_to", str(folder / "deploy"),
                  "--calibration_samples", "10", "--eval_samples", "20"]]
@@ -72,7 +72,7 @@ def train_and_deploy(data, folder, verbose):
 
 
 def test_train_and_deploy_print_their_own_lines_and_no_library_noise(tiny_data, tmp_path):
-    lines = train_and_deploy(tiny_data, tmp_path, verbose=False)
+    lines = train_and_deploy(tiny_data, tmp_path, loud=False)
     assert noise_in(lines) == {}
     assert any(re.match(r"^\d+/\d+ - .* - accuracy: [\d.]+ - loss: ", line) for line in lines)  # Keras' epoch line
     assert any(line.startswith("best val_accuracy") for line in lines)
@@ -100,11 +100,11 @@ print("the tool's own line")
 
 def test_the_verbose_variable_brings_every_hidden_line_back():
     shown = {}
-    for verbose in (False, True):
-        done = subprocess.run([sys.executable, "-c", MADE_UP_CHATTER], env=user_environment(verbose), cwd=ROOT,
+    for loud in (False, True):
+        done = subprocess.run([sys.executable, "-c", MADE_UP_CHATTER], env=user_environment(loud), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
         assert done.returncode == 0, done.stdout
-        shown[verbose] = done.stdout
+        shown[loud] = done.stdout
     hidden = [console.HARMLESS_WARNINGS[0], console.HARMLESS_LOG_MESSAGES[0], "C++ chatter of a library"]
     for always in ("a warning that matters", "the tool's own line"):
         assert always in shown[False] and always in shown[True]
@@ -118,12 +118,12 @@ def test_every_tool_names_the_verbose_variable_in_its_help():
     for tool in ("train.py", "deploy.py", "evaluate.py", "predict.py", "plots.py", *optional):
         done = subprocess.run([sys.executable, tool, "--help"], cwd=ROOT, env=user_environment(), capture_output=True,
                               text=True)
-        assert done.returncode == 0 and f"{console.VERBOSE_VARIABLE}=1" in done.stdout, tool
+        assert done.returncode == 0 and f"{verbose.VARIABLE}=1" in done.stdout, tool
         assert noise_in(done.stderr.splitlines()) == {}, tool
 
 
 def test_captured_output_shows_what_the_block_wrote_only_when_it_fails(capfd, monkeypatch):
-    monkeypatch.setattr(console, "VERBOSE", False)
+    monkeypatch.setattr(verbose, "ON", False)
     with console.captured_output():
         os.write(2, b"C++ chatter\n")  # past sys.stderr, as TensorFlow's C++ code writes
         print("Python chatter")

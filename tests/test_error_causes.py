@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import config
-from support import console
+from support import verbose
 from conftest import ROOT, write_npy
 
 CAUSE_HEADER = "The above exception was the direct cause of the following exception:"
@@ -43,10 +43,10 @@ COMMANDS = {
 }
 
 
-def run_tool(command, verbose):
-    env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_VARIABLE}
-    if verbose:
-        env[console.VERBOSE_VARIABLE] = "1"
+def run_tool(command, loud):
+    env = {k: v for k, v in os.environ.items() if k != verbose.VARIABLE}
+    if loud:
+        env[verbose.VARIABLE] = "1"
     return subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -55,9 +55,9 @@ def test_a_library_failure_is_one_line_and_its_chained_traceback_when_verbose(br
     if tool == "serve":
         pytest.importorskip("uvicorn", reason="serve.py needs requirements-serve.txt")
     command = COMMANDS[tool](broken)
-    quiet = run_tool(command, verbose=False)
+    quiet = run_tool(command, loud=False)
     assert quiet.returncode == 2 and quiet.stderr.count("\n") == 1 and quiet.stderr.startswith("error: cannot load")
-    loud = run_tool(command, verbose=True)
+    loud = run_tool(command, loud=True)
     assert loud.returncode == 2 and loud.stderr.splitlines()[-1] == quiet.stderr.strip()
     traceback = loud.stderr[loud.stderr.rindex("Traceback (most recent call last):"):]
     assert CAUSE_HEADER in loud.stderr and "UserError: cannot load" in traceback

@@ -17,6 +17,7 @@ import config
 import train
 import transfer
 from conftest import exit_code, write_npy
+from support.layers import weighted_layers
 from models import logistic, quickdraw_cnn
 
 TINY_CNN = ["--model", "quickdraw_cnn", "--model_kwargs", '{"filters": [4, 8], "dense_units": 8}']
@@ -50,7 +51,7 @@ def base_of(model, name="quickdraw_cnn"):
 
 
 def batch_norms(model):
-    return [layer for layer in transfer.weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    return [layer for layer in weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 @pytest.fixture
