@@ -62,9 +62,15 @@ def select(reader, mode, seed=0, train_ratio=0.8, limit=None):
         indices = np.flatnonzero(train if mode == "train" else ~train)
     if len(indices) == 0:
         raise UserError(f"the {mode} split of {reader} is empty (train_ratio {train_ratio})")
-    if limit is not None and limit < len(indices):
-        indices = np.sort(np.random.default_rng([seed, len(indices)]).choice(indices, limit, replace=False))
-    return indices
+    return seeded_sample(indices, limit, seed)
+
+
+def seeded_sample(indices, limit, seed):
+    """`limit` of the indices (all when None or more), drawn from (seed, how many there are): the same items on
+    every run, so deploy.py and evaluate.py score the same sample."""
+    if limit is None or limit >= len(indices):
+        return indices
+    return np.sort(np.random.default_rng([seed, len(indices)]).choice(indices, limit, replace=False))
 
 
 def drawing_augmenter():
@@ -211,7 +217,7 @@ def run_batches(settings, train_reader, val_reader, limit=None, shard=0, num_sha
     `loader_options` go to PyDataset."""
     common = dict(batch_size=settings["batch_size"], input_size=settings["input_size"],
                   channels=settings["channels"], seed=settings["seed"], shard=shard, num_shards=num_shards,
-                  whole_batches=whole_batches, cache_mb=settings.get("cache_mb", 0), **loader_options)
+                  whole_batches=whole_batches, cache_mb=settings["cache_mb"], **loader_options)
     ratio = 1.0 if val_reader else settings["train_ratio"]
     train = BatchGenerator(train_reader, "train", jitter=settings["jitter"], train_ratio=ratio, **common)
     val = (BatchGenerator(val_reader, "test", limit=limit, **common) if val_reader else

@@ -30,18 +30,18 @@ from support import storage
 from support import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
-from support.inference import latency_ms, load_classifier, model_in, predict_batches
+from support.inference import is_deploy_folder, latency_ms, load_classifier, model_in, predict_batches
 from support.labels import LABELS, labels_from_text
 
-FORMATS = ("h5", "tflite", "edgetpu", "saved_model")
+ARTIFACTS = ("h5", "tflite", "edgetpu", "saved_model")
 REPORT = "deploy_report.json"
 
 
 def formats(text):
     chosen = list(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
-    unknown = [f for f in chosen if f not in FORMATS]
+    unknown = [f for f in chosen if f not in ARTIFACTS]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown format '{','.join(unknown)}'; choose from: {', '.join(FORMATS)}")
+        raise argparse.ArgumentTypeError(f"unknown format '{','.join(unknown)}'; choose from: {', '.join(ARTIFACTS)}")
     return chosen
 
 
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing deploy folder; with --formats saved_model alone, only the SavedModel "
                         "version it writes")
-    p.add_argument("--formats", type=formats, default=list(FORMATS),
+    p.add_argument("--formats", type=formats, default=list(ARTIFACTS),
                    help="comma-separated artifacts to write: h5, tflite, edgetpu, saved_model (default: all)")
     p.add_argument("--saved_model_version", type=positive_int,
                    help="the SavedModel's version folder, saved_model/N/ (default: 1). With --formats saved_model "
@@ -62,8 +62,7 @@ def parse_args(argv=None):
                         "existing version needs --overwrite")
     p.add_argument("--calibration_samples", type=positive_int, default=300,
                    help="training images that calibrate int8 quantization (default: %(default)s)")
-    p.add_argument("--eval_samples", type=positive_int, default=1000,
-                   help="validation images for the accuracy comparison (default: %(default)s)")
+    config.add_flags(p, "deploy")
     p.add_argument("--edgetpu_compiler", help="path to edgetpu_compiler (default: found on PATH)")
     p.add_argument("--min_runtime_version", help="edgetpu_compiler --min_runtime_version")
     p.add_argument("--strict", action="store_true",
@@ -72,6 +71,7 @@ def parse_args(argv=None):
     if args.saved_model_version is not None and "saved_model" not in args.formats:
         p.error(f"--saved_model_version {args.saved_model_version} needs saved_model in --formats")
     args.saved_model_version = args.saved_model_version or 1
+    args.eval_samples = config.given_or_default(args, "eval_samples")
     return args
 
 
@@ -81,7 +81,7 @@ def check_deploy_folder(save_to, overwrite):
         return
     if not overwrite:
         raise UserError(f"{save_to} already exists; pass --overwrite to replace it")
-    if not storage.isfile(os.path.join(save_to, LABELS)):
+    if not is_deploy_folder(save_to):
         raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
 
 
@@ -94,13 +94,13 @@ def check_new_version(args, class_names):
     """A version is added only to a deploy folder that has a SavedModel of the same classes, and replaces one only
     with --overwrite. Returns the folder's report, which will record the new version."""
     folder, version = args.save_to, args.saved_model_version
-    labels = os.path.join(folder, LABELS)
-    if not storage.isfile(labels):
+    if not is_deploy_folder(folder):
         raise UserError(f"{folder} exists and is not a deploy folder (no {LABELS}); give a new --save_to, or a "
                         f"deploy folder to add SavedModel version {version} to")
     if not storage.isdir(os.path.join(folder, saved_model_export.FOLDER)):
         raise UserError(f"{folder} has no {saved_model_export.FOLDER}/ to add version {version} to; deploy the run "
                         f"there with saved_model among --formats (and --overwrite), or give a new --save_to")
+    labels = os.path.join(folder, LABELS)
     theirs = labels_from_text(storage.read_text(labels))
     if theirs != class_names:
         raise UserError(f"{args.read_from} has classes {', '.join(class_names)} but {labels} lists "
@@ -152,7 +152,7 @@ def described(model_bytes, settings, run_dir):
     names = settings["class_names"]
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     return tflite_metadata.write(
-        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings.get("started", ""),
+        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings["started"],
         description=f"{settings['model']} image classifier of {len(names)} classes ({shown}), trained by the Keras "
                     f"template; run {storage.absolute(run_dir)}", class_names=names)
 
@@ -377,7 +377,7 @@ def main(argv=None):
                                  settings["seed"], ratio, args.calibration_samples)
     classifier = load_classifier(model_path)
     model = classifier.model
-    if settings.get("dtype_policy", "float32") != "float32":
+    if settings["dtype_policy"] != "float32":
         model = float32_copy(model, settings)
     if adding:
         add_version(args, settings, report, classifier, model, val_batches)

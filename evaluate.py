@@ -34,14 +34,13 @@ import numpy as np
 import config
 import plots
 from support import storage
-from datagen import BatchGenerator, open_run_data, run_batches
+from datagen import BatchGenerator, open_run_data, run_batches, seeded_sample
 from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
-                       predict_batches)
+                       predict_batches, top_k)
 from support.class_match import match_classes
 from reader import FORMATS, DataReader
 
-DEFAULT_EVAL_SAMPLES = 1000  # deploy.py's default, so both report on the same validation images
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
 METRICS, MATRIX_CSV, MATRIX_PNG = "metrics.json", "confusion_matrix.csv", "confusion_matrix.png"
 
@@ -68,10 +67,10 @@ def per_class_scores(matrix):
 
 
 def top_k_accuracy(probabilities, labels, k):
-    """Share of items whose true class is among the k highest probabilities (ties go to the lower index,
-    as with argmax, so top-1 here equals argmax accuracy)."""
-    order = np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(order == np.asarray(labels)[:, None], axis=1)))
+    """Share of items whose true class is among the k highest probabilities (top_k's, so top-1 here equals argmax
+    accuracy)."""
+    classes, _ = top_k(np.asarray(probabilities), k)
+    return float(np.mean(np.any(classes == np.asarray(labels)[:, None], axis=1)))
 
 
 def crossentropy(probabilities, labels):
@@ -160,9 +159,7 @@ def parse_args(argv=None):
     p.add_argument("--class_map", type=class_pairs, metavar="DATA=RUN,...",
                    help="DATA=RUN pairs for --data classes whose names do not match the run's, e.g. "
                         "kitten=cat,puppy=dog (names are otherwise matched ignoring case and plural: cats -> cat)")
-    p.add_argument("--eval_samples", type=positive_int,
-                   help=f"evaluate a seeded sample of this many items (default: {DEFAULT_EVAL_SAMPLES} of the run's "
-                        f"validation images, as deploy.py does; all labeled items of --data)")
+    config.add_flags(p, "evaluate")
     p.add_argument("--save_to", help="folder for metrics.json, confusion_matrix.csv/.png "
                                      "(default: RUN_DIR/evaluation/<model file name with . as _>, "
                                      "e.g. evaluation/best_keras; without a run, evaluation/<...> here)")
@@ -223,7 +220,7 @@ def evaluation_batches(args, settings):
     """The batches to evaluate and a description of them: the run's validation images, or --data."""
     if args.data is None:
         train_reader, val_reader = open_run_data(settings)
-        limit = args.eval_samples or DEFAULT_EVAL_SAMPLES
+        limit = config.given_or_default(args, "eval_samples")
         _, batches = run_batches(settings, train_reader, val_reader, limit=limit)
         source = {"source": "the run's val_data" if val_reader else "the run's validation split",
                   "eval_samples": limit, "seed": settings["seed"], "paths": settings["val_data"] or settings["data"]}
@@ -240,9 +237,7 @@ def evaluation_batches(args, settings):
     batches = BatchGenerator(reader, "test", batch_size=settings["batch_size"], input_size=settings["input_size"],
                              channels=settings["channels"], seed=settings["seed"])
     batches.indices = batches.indices[reader.labels[batches.indices] >= 0]
-    if args.eval_samples is not None and args.eval_samples < len(batches.indices):
-        rng = np.random.default_rng([settings["seed"], len(batches.indices)])
-        batches.indices = np.sort(rng.choice(batches.indices, args.eval_samples, replace=False))
+    batches.indices = seeded_sample(batches.indices, args.eval_samples, settings["seed"])
     if unlabeled:
         print(f"note: skipping {unlabeled} unlabeled item(s) of {', '.join(args.data)}")
     source = {"source": "--data", "paths": [os.path.abspath(p) for p in args.data],

@@ -24,7 +24,7 @@ from support import storage
 from datagen import BatchGenerator
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
-                       predict_batches)
+                       predict_batches, top_k)
 from reader import FORMATS, DataReader
 
 
@@ -54,13 +54,6 @@ def parse_args(argv=None):
 
 
 # --- the predictions -------------------------------------------------------------------------------------
-
-def top_k(probabilities, k):
-    """(classes, probabilities) of the k best guesses per row, best first; ties go to the lower index,
-    so the first guess is always argmax."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(probabilities, order, axis=1)
-
 
 def rows(ids, probabilities, class_names, k, kaggle=False):
     """The CSV's header and rows."""

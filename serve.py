@@ -48,7 +48,7 @@ from support import storage
 from datagen import prepare
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from support.inference import (check_class_names, class_names_beside, image_classifier, is_deploy_folder,
-                       is_run_folder, model_in)
+                       model_in)
 from support.images import decode_image
 from support.labels import LABELS
 
@@ -98,7 +98,7 @@ def chosen_model(model_dir, model_file):
     if not storage.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} is not a folder; give a deploy folder (deploy.py --save_to) "
                         f"or a run folder (train.py --save_to)")
-    if not is_deploy_folder(model_dir) and not is_run_folder(model_dir):
+    if not is_deploy_folder(model_dir) and not config.is_run_folder(model_dir):
         raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no {LABELS}) nor a run folder "
                         f"(no {config.CONFIG_FILE})")
     return model_in(model_dir, model_file)

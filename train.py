@@ -3,9 +3,8 @@
     python train.py --save_to progress/test --num_epochs 10 --batch_size 8 --model mobilenet_v2 \
         --input_size 224,224 --jitter --overwrite
 
-Every flag's default lives in config.DEFAULTS. Bad input is reported in one line before anything is written.
+Every setting's flag, default and help are declared once, in config.SETTINGS. Bad input is reported in one line before anything is written.
 """
-import argparse
 import os
 import shutil
 import sys
@@ -26,9 +25,7 @@ import plots
 from support import storage
 import transfer
 from datagen import open_run_data, run_batches
-from support.errors import (ArgumentParser, UserError, image_size, json_object, non_negative_float, non_negative_int,
-                    positive_float, positive_int, ratio, reports_user_errors)
-from reader import FORMATS
+from support.errors import ArgumentParser, UserError, non_negative_int, positive_int, reports_user_errors
 
 # At import, not in main(): tools that import this module (tune.py) read data with TensorFlow before their
 # first training run, and TensorFlow takes the allocator setting at its first CPU allocation.
@@ -36,66 +33,10 @@ allocator.reuse_cpu_memory()
 
 
 def parse_args(argv=None):
-    d = config.DEFAULTS
     p = ArgumentParser(description="Train an image classifier and write a run folder.")
-    p.add_argument("--data", nargs="+", help=f"data sources: folders, files or globs (default: synthetic doodles "
-                                             f"in {config.SAMPLE_DATA}, written on first use)")
-    p.add_argument("--data_format", choices=["auto", *FORMATS], help=f"format of --data (default: {d['data_format']})")
-    p.add_argument("--val_data", nargs="+", help="a separate validation source; replaces the split of --data")
-    p.add_argument("--train_ratio", type=ratio, help=f"share of --data that trains (default: {d['train_ratio']})")
-    p.add_argument("--max_per_class", type=positive_int, help="cap on items per class (default: all)")
-    p.add_argument("--classes", type=lambda s: s.split(","), help="comma-separated classes to use (default: all)")
-    p.add_argument("--save_to", help=f"run folder to write (default: {d['save_to']})")
+    config.add_flags(p, "train")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_to")
-    p.add_argument("--from_ckpt", type=storage.absolute,
-                   help="start from a run folder's best.keras or a .keras/.h5 model: every layer whose name and "
-                        "weight shapes match (so another class count is fine); or a .weights.h5 of the same model")
-    p.add_argument("--freeze_epochs", type=non_negative_int,
-                   help="train only the model's head for this many epochs, at --head_lr_factor times the learning "
-                        "rate, on the frozen base's features computed once (--jitter starts after them), then every layer at "
-                        f"--unfreeze_lr_factor times it (default: {d['freeze_epochs']})")
-    p.add_argument("--head_lr_factor", type=positive_float,
-                   help=f"learning rate factor of the frozen epochs (default: {d['head_lr_factor']})")
-    p.add_argument("--unfreeze_lr_factor", type=ratio,
-                   help=f"learning rate factor once the base is unfrozen (default: {d['unfreeze_lr_factor']})")
-    p.add_argument("--model", choices=list(config.MODELS),
-                   help=f"model to train, with its default input (default: {d['model']}): " + ", ".join(
-                       f"{name} {'x'.join(map(str, spec.input_size))}x{spec.channels}"
-                       + (f" ({spec.size_note()} with --model_kwargs)" if spec.size_note() else "")
-                       for name, spec in config.MODELS.items()))
-    p.add_argument("--model_kwargs", type=json_object, help="extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'")
-    p.add_argument("--input_size", type=image_size, help="model input H,W (default: the model's own, listed at --model)")
-    p.add_argument("--channels", type=int, choices=[1, 3], help="input channels (default: the model's own)")
-    p.add_argument("--num_epochs", type=positive_int, help=f"epochs to train (default: {d['num_epochs']})")
-    p.add_argument("--batch_size", type=positive_int, help=f"batch size (default: {d['batch_size']})")
-    p.add_argument("--learning_rate", type=positive_float, help=f"learning rate (default: {d['learning_rate']})")
-    p.add_argument("--weight_decay", type=non_negative_float,
-                   help=f"decoupled weight decay per step, times the learning rate; 0 = none (default: "
-                        f"{d['weight_decay']})")
-    p.add_argument("--lr_schedule", choices=config.SCHEDULES,
-                   help=f"learning rate over the run (default: {d['lr_schedule']})")
-    p.add_argument("--optimizer", choices=list(config.OPTIMIZERS), help=f"optimizer (default: {d['optimizer']})")
-    p.add_argument("--loss", choices=list(config.LOSSES), help=f"loss (default: {d['loss']})")
-    p.add_argument("--class_weight", type=class_weight.parse, metavar="balanced|JSON",
-                   help="weight each training item's loss by its class: 'balanced' (the inverse of the class's share "
-                        "of the training items) or a JSON object of class name: weight, e.g. '{\"cat\": 2.0}' (the "
-                        "classes it leaves out weigh 1) (default: every item weighs the same)")
-    p.add_argument("--jitter", action=argparse.BooleanOptionalAction, help="imgaug augmentation of training images")
-    p.add_argument("--early_stopping", type=non_negative_int, help="patience in epochs, 0 = off (default: 0)")
-    p.add_argument("--keep_checkpoints", type=non_negative_int,
-                   help=f"how many per-epoch checkpoints to keep (default: {d['keep_checkpoints']})")
-    p.add_argument("--seed", type=int, help=f"seed of the split, shuffling and jitter (default: {d['seed']})")
-    p.add_argument("--workers", type=positive_int, help="parallel batch loaders (default: 1)")
-    p.add_argument("--cache_mb", type=non_negative_int,
-                   help=f"memory for prepared images, per split; 0 = decode every epoch (default: {d['cache_mb']})")
-    p.add_argument("--use_multiprocessing", action=argparse.BooleanOptionalAction,
-                   help="load batches in processes rather than threads")
-    p.add_argument("--mixed_precision", action=argparse.BooleanOptionalAction,
-                   help="float16 compute with float32 weights; speeds up GPUs only (default: off)")
-    p.add_argument("--distribute", choices=distribute.MODES,
-                   help="data_parallel: replicate over all devices of all processes (JAX backend; see README) "
-                        f"(default: {d['distribute']})")
     p.add_argument("--coordinator_address", help="host:port of process 0, the same for every process "
                                                  "(default: from TF_CONFIG when set)")
     p.add_argument("--num_processes", type=positive_int, help="processes in a multi-process job")
@@ -105,7 +46,7 @@ def parse_args(argv=None):
 
 def check_run_folder(save_to, overwrite, resume):
     """Refuse, before anything is written, to clobber a folder that the user did not ask to replace."""
-    is_run = storage.isfile(os.path.join(save_to, config.CONFIG_FILE))
+    is_run = config.is_run_folder(save_to)
     if resume:
         if not is_run:
             raise UserError(f"cannot resume: {save_to} is not a run folder (no {config.CONFIG_FILE})")
@@ -122,13 +63,13 @@ def settings_from(args):
         settings = config.read(args.save_to)
         settings["num_epochs"] = args.num_epochs or settings["num_epochs"]
     else:
-        settings = dict(config.DEFAULTS)
+        settings = dict(config.TRAINING)
         settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
         settings["save_to"] = args.save_to or settings["save_to"]
         spec = config.MODELS[settings["model"]]
         settings["input_size"] = settings["input_size"] or list(spec.default_input_size(settings["model_kwargs"]))
         settings["channels"] = settings["channels"] or spec.channels
-    if settings.get("freeze_epochs", 0) > settings["num_epochs"]:
+    if settings["freeze_epochs"] > settings["num_epochs"]:
         raise UserError(f"--freeze_epochs {settings['freeze_epochs']} is more than --num_epochs "
                         f"{settings['num_epochs']}: freeze at most as many epochs as the run trains")
     return settings
@@ -163,30 +104,30 @@ def make_optimizer(settings, steps_per_epoch, unfrozen=False):
     """The optimizer of the whole run or, with --freeze_epochs, of the frozen epochs, at --head_lr_factor times
     the learning rate; `unfrozen`: of the epochs after them, at --unfreeze_lr_factor times the learning rate.
     A cosine schedule decays over its own epochs."""
-    freeze_epochs = settings.get("freeze_epochs", 0)
+    freeze_epochs = settings["freeze_epochs"]
     if not freeze_epochs:
         learning_rate, epochs = settings["learning_rate"], settings["num_epochs"]
     elif unfrozen:
         learning_rate = settings["learning_rate"] * settings["unfreeze_lr_factor"]
         epochs = settings["num_epochs"] - freeze_epochs
-    else:  # a run folder from before --head_lr_factor trained its head at the learning rate itself
-        learning_rate, epochs = settings["learning_rate"] * settings.get("head_lr_factor", 1.0), freeze_epochs
-    if settings.get("lr_schedule", "constant") == "cosine":
+    else:
+        learning_rate, epochs = settings["learning_rate"] * settings["head_lr_factor"], freeze_epochs
+    if settings["lr_schedule"] == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
     # Keras applies weight decay decoupled from the gradient (Adam with it is AdamW); 0 means none.
     return config.OPTIMIZERS[settings["optimizer"]](learning_rate=learning_rate,
-                                                    weight_decay=settings.get("weight_decay") or None)
+                                                    weight_decay=settings["weight_decay"] or None)
 
 
 def compiled_model(settings, steps_per_epoch, epochs_done=0):
     """The model as it trains after `epochs_done` epochs (what a backup of them restores into): a new run starts
     from --from_ckpt; during --freeze_epochs the base is frozen; each phase has its own optimizer."""
     model = config.build_model(settings)
-    if settings.get("from_ckpt") and not epochs_done:  # a resumed run's weights come from its backup
+    if settings["from_ckpt"] and not epochs_done:  # a resumed run's weights come from its backup
         transfer.load_checkpoint(model, settings["from_ckpt"])
     spec = config.MODELS[settings["model"]]
     frozen = transfer.frozen_at(settings, epochs_done)
-    unfrozen = settings.get("freeze_epochs", 0) > 0 and not frozen
+    unfrozen = settings["freeze_epochs"] > 0 and not frozen
     if frozen:
         transfer.freeze_base(model, spec.head)
     elif unfrozen:  # resumed after the switch: as UnfreezeBase left it
@@ -198,7 +139,7 @@ def compiled_model(settings, steps_per_epoch, epochs_done=0):
 
 def unfreezing(settings, steps_per_epoch):
     """The callback that unfreezes the base after --freeze_epochs, when the run goes on past them."""
-    freeze_epochs = settings.get("freeze_epochs", 0)
+    freeze_epochs = settings["freeze_epochs"]
     if not 0 < freeze_epochs < settings["num_epochs"]:
         return []
     return [transfer.UnfreezeBase(freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True),
@@ -242,26 +183,26 @@ def main(argv=None):
 
 
 def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), extra_callbacks=()):
-    """Train on `settings` (settings_from's) into settings["save_to"]: the one path of train.py and tune.py's
-    trials (whose pruning is an extra callback). A user error is a UserError, before anything is written."""
+    """Train on `settings` (settings_from's; left as they are) into settings["save_to"]: the one path of train.py
+    and tune.py's trials (whose pruning is an extra callback). A user error is a UserError, before anything is
+    written."""
     run_dir = settings["save_to"]
-    distribute.check(settings.get("distribute", "none"), cluster)
+    distribute.check(settings["distribute"], cluster)
     if cluster.is_chief:
         check_run_folder(run_dir, overwrite, resume)
         write_sample_if_default(settings)
     train_reader, val_reader = open_run_data(settings)
     train_gen, val_gen = run_batches(settings, train_reader, val_reader, shard=cluster.process_id,
                                      num_shards=cluster.num_processes,
-                                     whole_batches=settings.get("distribute", "none") != "none",
+                                     whole_batches=settings["distribute"] != "none",
                                      workers=settings["workers"], use_multiprocessing=settings["use_multiprocessing"])
-    class_weights = class_weight.per_class(settings.get("class_weight"), train_reader.class_names,
-                                           train_reader.labels[train_gen.indices])  # a run folder may predate it
-    settings.update(class_names=train_reader.class_names, data_format=train_reader.fmt,
+    class_weights = class_weight.per_class(settings["class_weight"], train_reader.class_names,
+                                           train_reader.labels[train_gen.indices])
+    distribute.start(settings["distribute"], cluster, settings["batch_size"])
+    settings = dict(settings, class_names=train_reader.class_names, data_format=train_reader.fmt,
                     data=[os.path.abspath(p) for p in settings["data"]],
                     val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None,
-                    num_processes=cluster.num_processes)
-    distribute.start(settings.get("distribute", "none"), cluster, settings["batch_size"])
-    settings["dtype_policy"] = dtype_policy(settings.get("mixed_precision", False))
+                    num_processes=cluster.num_processes, dtype_policy=dtype_policy(settings["mixed_precision"]))
     keras.mixed_precision.set_global_policy(settings["dtype_policy"])
     keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model
     done = callbacks.epochs_done(run_dir) if resume else 0

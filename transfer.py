@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+import config
 from support import inference
 from support.errors import UserError
 from support.layers import weighted_layers
@@ -33,7 +34,7 @@ def shapes(layer):
 
 def source_model(path):
     """The model --from_ckpt names: a run folder's best.keras, or a .keras / .h5 model file."""
-    if inference.is_run_folder(path):
+    if config.is_run_folder(path):
         path = inference.model_in(path)
     elif not path.endswith(inference.KERAS_SUFFIXES):
         raise UserError(f"--from_ckpt {path}: expected a run folder, a .keras or .h5 model, or a .weights.h5 file")
@@ -114,7 +115,7 @@ def unfreeze_base(model, spec):
 def frozen_at(settings, epochs_done):
     """Whether the model that continues after `epochs_done` epochs starts with its base frozen. A run resumed
     exactly at the switch restores the frozen state it saved; UnfreezeBase then switches as the epoch begins."""
-    freeze_epochs = settings.get("freeze_epochs", 0)
+    freeze_epochs = settings["freeze_epochs"]
     return freeze_epochs > 0 and epochs_done <= freeze_epochs
 
 
@@ -147,7 +148,7 @@ class UnfreezeBase(keras.callbacks.Callback):
 def head_on_cached_features(settings, epochs_done, num_processes):
     """Whether the frozen epochs still to run can train the head on features computed once: this process holds all
     the data (jitter waits for the unfrozen epochs)."""
-    return epochs_done < settings.get("freeze_epochs", 0) and num_processes == 1
+    return epochs_done < settings["freeze_epochs"] and num_processes == 1
 
 
 def feature_batches(feature_model, batches):

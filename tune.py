@@ -44,10 +44,8 @@ STUDY_NAME = "tune"
 HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
 GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process died) and tried again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial does not count: it is tried again
-# Flags tune.py sets for each trial, and settings that are what is searched on rather than searchable.
+# Flags tune.py sets for each trial itself.
 MANAGED_FLAGS = ("--save_to", "--resume", "--overwrite")
-NOT_SEARCHABLE = {"data", "data_format", "val_data", "classes", "save_to", "model", "model_kwargs", "from_ckpt",
-                  "distribute"}
 TYPES = ("float", "int", "categorical")
 # What every model's search covers unless its SPEC.space replaces an entry; SPEC.space adds the model's arguments.
 TRAINING_SPACE = {
@@ -94,7 +92,7 @@ def train_args(flags):
 
 def searchable(model):
     """Names a space may use: train.py settings, and model_kwargs.<named argument of the model's construct()>."""
-    settings = [name for name in config.DEFAULTS if name not in NOT_SEARCHABLE]
+    settings = list(config.SEARCHABLE)
     parameters = list(inspect.signature(config.MODELS[model].construct).parameters.values())[2:]  # after the shapes
     return settings + [f"model_kwargs.{p.name}" for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
@@ -161,7 +159,7 @@ def as_flags(params, fixed_kwargs):
     for name, value in params.items():
         if name.startswith("model_kwargs."):
             model_kwargs[name.split(".", 1)[1]] = value
-        elif isinstance(config.DEFAULTS[name], bool):
+        elif isinstance(config.TRAINING[name], bool):
             flags.append(f"--{name}" if value else f"--no-{name}")
         else:
             flags += [f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
@@ -359,7 +357,7 @@ def write_best(study, save_to):
     --storage it may have run on another one)."""
     best = study.best_trial
     run_dir = best.user_attrs["run_folder"]
-    here = os.path.isfile(os.path.join(run_dir, config.CONFIG_FILE))
+    here = config.is_run_folder(run_dir)
     record = {"trial": best.number, "val_accuracy": best.value, "params": best.params, "run_folder": run_dir,
               "settings": config.read(run_dir) if here else None}
     storage.write(os.path.join(save_to, "best.json"), json.dumps(record, indent=2))
@@ -392,7 +390,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     fixed = train_args(args.train_flags)
-    model = fixed.model or config.DEFAULTS["model"]
+    model = config.given_or_default(fixed, "model")
     space = check_space(read_space(args.space) if args.space else model_space(model),
                         args.space or f"the search space of models/{model}.py", model)
     check_against_train(space, args.train_flags, fixed.model_kwargs or {})

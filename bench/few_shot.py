@@ -80,7 +80,7 @@ def starts(pretrained, recipes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = f"{config.DEFAULTS['head_lr_factor']:g}/{config.DEFAULTS['unfreeze_lr_factor']:g}"
+    defaults = f"{config.TRAINING['head_lr_factor']:g}/{config.TRAINING['unfreeze_lr_factor']:g}"
     p.add_argument("--freezing", default=f"1/0.1,{defaults}",
                    help="comma-separated HEAD/UNFREEZE pairs of --head_lr_factor and --unfreeze_lr_factor to compare "
                         "(default: %(default)s: the factors of before --head_lr_factor, and train.py's defaults)")
@@ -117,7 +117,7 @@ def main():
     for (size, start), values in results.items():
         per_split = "  ".join(f"{split} {np.mean(by_split[(size, start, split)]):.3f}" for split in SPLITS)
         print(f"  {size:2d} a class  {start:76} {per_split}  both {np.mean(values):.3f}")
-    default = freezing(config.DEFAULTS["head_lr_factor"], config.DEFAULTS["unfreeze_lr_factor"])[0]
+    default = freezing(config.TRAINING["head_lr_factor"], config.TRAINING["unfreeze_lr_factor"])[0]
     gains = []
     for size, goal in GOALS.items():
         scratch = np.mean(results[(size, "from scratch")])

@@ -13,7 +13,7 @@ import keras
 
 from support.errors import UserError
 
-MODES = ("none", "data_parallel")
+STRATEGIES = ("none", "data_parallel")
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ def cluster_from(coordinator_address=None, num_processes=None, process_id=None, 
 
 def check(mode, cluster):
     """What start() would refuse, refused before anything is written or joined."""
-    if mode not in MODES:
-        raise UserError(f"unknown --distribute '{mode}'; choose from: {', '.join(MODES)}")
+    if mode not in STRATEGIES:
+        raise UserError(f"unknown --distribute '{mode}'; choose from: {', '.join(STRATEGIES)}")
     if mode == "none" and cluster.num_processes > 1:
         raise UserError("several processes were given; add --distribute data_parallel")
     if mode != "none" and keras.backend.backend() != "jax":

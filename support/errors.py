@@ -104,6 +104,10 @@ def image_size(text):
     return [height, width]
 
 
+def comma_list(text):
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def json_object(text):
     try:
         value = json.loads(text)

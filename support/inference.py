@@ -150,6 +150,13 @@ def _load_tflite(path):
                         f"{ACCEPTED}") from error
 
 
+def top_k(probabilities, k):
+    """(classes, probabilities) of the k best guesses per row, best first; ties go to the lower index, so the first
+    guess is always argmax."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probabilities, order, axis=1)
+
+
 def load_classifier(path):
     """A Classifier for a saved model, chosen by the file's suffix; a missing, unknown or broken file: UserError."""
     path = str(path)
@@ -163,12 +170,8 @@ def load_classifier(path):
 
 # --- which model, which class names ------------------------------------------------------------------------
 
-def is_run_folder(folder):
-    return storage.isfile(os.path.join(folder, config.CONFIG_FILE))
-
-
 def is_deploy_folder(folder):
-    return storage.isfile(os.path.join(folder, LABELS)) and not is_run_folder(folder)
+    return storage.isfile(os.path.join(folder, LABELS)) and not config.is_run_folder(folder)
 
 
 def model_in(folder, model_file=None):

@@ -27,7 +27,7 @@ def broken(tmp_path_factory):
     run = folder / "run"
     run.mkdir()
     (run / "best.keras").write_bytes(b"these bytes are not a model")
-    settings = dict(config.DEFAULTS, data=[data], input_size=[28, 28], channels=1, class_names=["apple", "bicycle"])
+    settings = dict(config.TRAINING, data=[data], input_size=[28, 28], channels=1, class_names=["apple", "bicycle"])
     (run / config.CONFIG_FILE).write_text(json.dumps(settings))
     return {"data": data, "keras": str(folder / "model.keras"), "tflite": str(folder / "model.tflite"),
             "run": str(run), "out": str(folder / "out")}

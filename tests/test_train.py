@@ -94,7 +94,7 @@ def test_config_json_holds_what_rebuilds_the_run(tiny_npy, tmp_path):
 
 
 def test_config_read_round_trips_and_rejects_bad_files(tmp_path):
-    settings = dict(config.DEFAULTS, class_names=["a", "b"])
+    settings = dict(config.TRAINING, class_names=["a", "b"])
     config.save(str(tmp_path), settings)
     read = config.read(str(tmp_path))
     assert {key: read[key] for key in settings} == settings

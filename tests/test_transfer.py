@@ -125,7 +125,7 @@ def test_frozen_epochs_keep_the_base_and_later_epochs_train_it(pretrained, two_c
         assert not same(weights_of([before]), weights_of([after])), before.name
     settings = config.read(run_dir)
     assert settings["from_ckpt"] == pretrained and settings["freeze_epochs"] == 1
-    assert settings["unfreeze_lr_factor"] == config.DEFAULTS["unfreeze_lr_factor"]
+    assert settings["unfreeze_lr_factor"] == config.TRAINING["unfreeze_lr_factor"]
 
 
 def test_a_mobilenet_base_freezes_whole_with_its_batchnorm(two_classes, tmp_path):

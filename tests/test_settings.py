@@ -1,0 +1,73 @@
+"""Each setting is declared once (config.SETTINGS): every tool's --help shows the declared default, tune.py searches
+what is declared searchable, and a run folder from before a setting is read, and resumed, with the value it had."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import config
+import train
+from conftest import ROOT, exit_code, write_npy
+
+TOOLS = sorted({tool for setting in config.SETTINGS for tool in setting.tools})
+
+
+def flag_help(help_text, name):
+    """The help of --name in a --help text, joined onto one line."""
+    block = re.search(rf"^  --{name}\b.*?(?=^  -|\Z)", help_text, flags=re.M | re.S)
+    assert block, f"--{name} is not in the help"
+    return " ".join(block.group(0).split())
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_shows_each_declared_default_in_its_help(tool):
+    done = subprocess.run([sys.executable, f"{tool}.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    declared = [s for s in config.SETTINGS if tool in s.tools]
+    assert declared
+    for setting in declared:
+        shown = " ".join(f"(default: {setting.shown or setting.default})".split())
+        assert flag_help(done.stdout, setting.name).endswith(shown), setting.name
+
+
+def test_the_declaration_is_what_train_tune_and_config_json_use():
+    assert set(train.parse_args([]).__dict__) >= {s.name for s in config.SETTINGS if "train" in s.tools}
+    assert all(value is None for name, value in vars(train.parse_args([])).items() if name in config.TRAINING)
+    assert set(config.SEARCHABLE) <= set(config.TRAINING) and "data" not in config.SEARCHABLE
+    assert not [s.name for s in config.SETTINGS if not s.recorded and "train" in s.tools]  # a run records its flags
+
+
+def test_a_run_folder_from_before_head_lr_factor_reads_as_it_trained_and_resumes(tmp_path, capsys):
+    data = write_npy(str(tmp_path / "npy"), {"a": 30, "b": 30})
+    run_dir = tmp_path / "run"
+    assert exit_code(train.main, ["--data", data, "--save_to", str(run_dir), "--model", "quickdraw_cnn",
+                                  "--model_kwargs", '{"filters": [4, 8], "dense_units": 8}', "--freeze_epochs", "1",
+                                  "--num_epochs", "2", "--batch_size", "16"]) == 0
+    old = json.loads((run_dir / config.CONFIG_FILE).read_text())
+    for newer in ("head_lr_factor", "lr_schedule", "cache_mb", "class_weight", "distribute", "dtype_policy"):
+        del old[newer]  # as train.py wrote config.json before these settings existed
+    (run_dir / config.CONFIG_FILE).write_text(json.dumps(old))
+    capsys.readouterr()
+    settings = config.read(str(run_dir))
+    assert (settings["head_lr_factor"], settings["lr_schedule"], settings["cache_mb"]) == (1.0, "constant", 0)
+    assert (settings["class_weight"], settings["distribute"], settings["dtype_policy"]) == (None, "none", "float32")
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and "head_lr_factor 1.0" in note and "lr_schedule constant" in note
+    head_rate = float(train.make_optimizer(settings, steps_per_epoch=4).learning_rate)  # constant: no schedule
+    assert head_rate == pytest.approx(settings["learning_rate"])  # the old run's head trained at the rate itself
+    assert exit_code(train.main, ["--save_to", str(run_dir), "--resume", "--num_epochs", "3"]) == 0
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 3
+    assert "head_lr_factor" not in json.loads((run_dir / config.CONFIG_FILE).read_text())  # a resume rewrites nothing
+
+
+def test_train_run_leaves_the_settings_it_is_given_as_they_are(tmp_path):
+    data = write_npy(str(tmp_path / "npy"), {"a": 20, "b": 20})
+    settings = train.settings_from(train.parse_args(["--data", data, "--save_to", str(tmp_path / "run"), "--model",
+                                                     "logistic", "--num_epochs", "1"]))
+    given = json.dumps(settings, sort_keys=True)
+    train.run(settings)
+    assert json.dumps(settings, sort_keys=True) == given
