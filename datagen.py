@@ -10,9 +10,9 @@ import keras
 import numpy as np
 from PIL import Image
 
+from reader import DataReader
 from support.errors import UserError
 from support.ids import mix64
-from reader import DataReader
 
 if not hasattr(np, "sctypes"):  # imgaug 0.4 reads names that NumPy 2 removed; restore them before importing it
     np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64],

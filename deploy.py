@@ -23,12 +23,8 @@ import keras
 import numpy as np
 
 import config
-from support import edgetpu
-from support import edgetpu_limits
-from support import saved_model_export
-from support import storage
-from support import tflite_metadata
 from datagen import ImageGenerator, open_run_data, run_batches
+from support import edgetpu, edgetpu_limits, saved_model_export, storage, tflite_metadata
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
 from support.inference import is_deploy_folder, latency_ms, load_classifier, model_in, predict_batches
 from support.labels import LABELS, labels_from_text

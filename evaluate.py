@@ -33,13 +33,13 @@ import numpy as np
 
 import config
 import plots
-from support import storage
 from datagen import BatchGenerator, open_run_data, run_batches, seeded_sample
+from reader import FORMATS, DataReader
+from support import storage
+from support.class_match import match_classes
 from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
-                       predict_batches, top_k)
-from support.class_match import match_classes
-from reader import FORMATS, DataReader
+                               predict_batches, top_k)
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
 METRICS, MATRIX_CSV, MATRIX_PNG = "metrics.json", "confusion_matrix.csv", "confusion_matrix.png"

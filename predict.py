@@ -20,12 +20,12 @@ from support import console  # noqa: F401  first: quiets TensorFlow's import (se
 import numpy as np
 
 import config
-from support import storage
 from datagen import BatchGenerator
+from reader import FORMATS, DataReader
+from support import storage
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
-                       predict_batches, top_k)
-from reader import FORMATS, DataReader
+                               predict_batches, top_k)
 
 
 def parse_args(argv=None):

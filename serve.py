@@ -44,12 +44,11 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 import config
-from support import storage
 from datagen import prepare
+from support import storage
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from support.inference import (check_class_names, class_names_beside, image_classifier, is_deploy_folder,
-                       model_in)
 from support.images import decode_image
+from support.inference import check_class_names, class_names_beside, image_classifier, is_deploy_folder, model_in
 from support.labels import LABELS
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")

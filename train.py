@@ -3,7 +3,8 @@
     python train.py --save_to progress/test --num_epochs 10 --batch_size 8 --model mobilenet_v2 \
         --input_size 224,224 --jitter --overwrite
 
-Every setting's flag, default and help are declared once, in config.SETTINGS. Bad input is reported in one line before anything is written.
+Every setting's flag, default and help are declared once, in config.SETTINGS. Bad input is reported in one line
+before anything is written.
 """
 import os
 import shutil
@@ -14,17 +15,12 @@ from support import console  # noqa: F401  first: quiets TensorFlow's import (se
 import keras
 import numpy as np
 
-from support import allocator
 import callbacks
-from support import class_weight
 import config
-from support import distribute
-from support import doodles
-from support import onednn
 import plots
-from support import storage
 import transfer
 from datagen import open_run_data, run_batches
+from support import allocator, class_weight, distribute, doodles, onednn, storage
 from support.errors import ArgumentParser, UserError, non_negative_int, positive_int, reports_user_errors
 
 # At import, not in main(): tools that import this module (tune.py) read data with TensorFlow before their

@@ -33,10 +33,9 @@ from optuna.trial import TrialState
 
 import callbacks
 import config
-from support import distribute
-from support import storage
 import train
 from datagen import open_run_data
+from support import distribute, storage
 from support.errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
 MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (no password) and fixed train.py flags

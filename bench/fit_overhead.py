@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import config  # noqa: E402
-from support import doodles  # noqa: E402
 from datagen import BatchGenerator, prepare  # noqa: E402
 from reader import DataReader  # noqa: E402
+from support import doodles  # noqa: E402
 
 
 class EpochTimes(keras.callbacks.Callback):

@@ -32,10 +32,10 @@ import tensorflow as tf  # noqa: E402
 
 from datagen import prepare, select  # noqa: E402
 from few_shot import run  # noqa: E402  a tool in its own process; its output if it fails
-from support.inference import load_classifier  # noqa: E402
 from reader import DataReader  # noqa: E402
-from support.saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,  # noqa: E402
-                                version_folder)
+from support.inference import load_classifier  # noqa: E402
+from support.saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,
+                                        version_folder)
 
 PHOTO_RUN = ["--model", "efficientnet_lite", "--model_kwargs", '{"weights": "imagenet"}', "--freeze_epochs", "1",
              "--num_epochs", "1", "--batch_size", "32"]

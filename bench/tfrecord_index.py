@@ -28,8 +28,8 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datagen import BatchGenerator  # noqa: E402
-from support.doodles import SHAPES, draw  # noqa: E402
 from reader import DataReader  # noqa: E402
+from support.doodles import SHAPES, draw  # noqa: E402
 
 
 def png(array):

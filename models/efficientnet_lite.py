@@ -16,9 +16,9 @@ import math
 import keras
 from keras import layers
 
-from support import pytorch_weights
 from models import ModelSpec
 from models.pretrained_head import HEAD, checked_weights
+from support import pytorch_weights
 
 # (repeats, kernel, stride, expand ratio, output channels) of the seven stages: efficientnet_lite_builder.py's.
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),

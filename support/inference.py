@@ -19,9 +19,8 @@ from tqdm import tqdm
 import config
 from support import console
 import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
-from support import storage
-from support import tflite_metadata
 from callbacks import BEST_MODEL
+from support import storage, tflite_metadata
 from support.errors import UserError, first_line
 from support.labels import LABELS, labels_from_text
 

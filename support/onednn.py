@@ -13,8 +13,8 @@ import os
 
 import keras
 
-from support.layers import weighted_layers
 from support.errors import UserError
+from support.layers import weighted_layers
 
 SWITCH = "TF_ENABLE_ONEDNN_OPTS"
 

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from support import class_weight
 import config
 import train
 from conftest import exit_code, run_cli
 from reader import DataReader
+from support import class_weight
 
 COUNTS = {"common": 400, "rare": 40}
 # Two classes told apart only by the brightness of the whole image, whose ranges overlap (mean 100 and 150, spread

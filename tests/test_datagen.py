@@ -5,8 +5,8 @@ import pytest
 
 from conftest import write_npy
 from datagen import BatchGenerator, ImageGenerator, drawing_augmenter, photo_augmenter, prepare, select
-from support.errors import UserError
 from reader import DataReader
+from support.errors import UserError
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ import pytest
 
 import config
 import deploy
-from support import edgetpu
-from support import edgetpu_limits
-from support import tflite_metadata
 import train
 from conftest import exit_code, write_npy
 from datagen import ImageGenerator
 from reader import DataReader
+from support import edgetpu, edgetpu_limits, tflite_metadata
 
 
 

@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from support import distribute
 import train
 from conftest import ROOT, write_npy
 from datagen import BatchGenerator
-from support.errors import UserError
 from reader import DataReader
+from support import distribute
+from support.errors import UserError
 
 
 def free_port():

@@ -17,12 +17,12 @@ import sys
 import numpy as np
 import pytest
 
-from support import pytorch_weights
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, write_npy
 from datagen import prepare
 from models import efficientnet_lite
 from reader import DataReader
+from support import pytorch_weights
 
 CATS, DOGS = range(281, 286), range(151, 269)  # ImageNet's domestic cats and dog breeds
 STORAGES = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage"}

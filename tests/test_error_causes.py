@@ -11,8 +11,8 @@ import sys
 import pytest
 
 import config
-from support import verbose
 from conftest import ROOT, write_npy
+from support import verbose
 
 CAUSE_HEADER = "The above exception was the direct cause of the following exception:"
 

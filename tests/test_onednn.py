@@ -8,10 +8,10 @@ import keras
 import pytest
 
 import config
-from support import onednn
 import train
 from conftest import ROOT, exit_code, write_npy
 from models import ModelSpec
+from support import onednn
 
 
 def narrow_shortcut(input_shape, num_classes, stride=2, channels=8, filters=16):

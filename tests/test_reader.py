@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from conftest import png_bytes, quickdraw_records, write_npy, write_tfrecord
-from support.errors import UserError
-from support.class_match import match_classes
 from reader import DataReader
+from support.class_match import match_classes
+from support.errors import UserError
 from support.images import decode_image
 
 

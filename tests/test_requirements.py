@@ -21,8 +21,8 @@ def hidden(tmp_path):
 @pytest.mark.parametrize("command, env, words", [
     (["tune.py", "--help"], {}, "tune.py needs optuna, which is not installed here; install it with pip install -r "
                                 "requirements-tune.txt"),
-    (["tune.py", "--save_to", "x"], {}, "tune.py needs optuna, which is not installed here; install it with pip install -r "
-                                        "requirements-tune.txt"),
+    (["tune.py", "--save_to", "x"], {}, "tune.py needs optuna, which is not installed here; install it with pip "
+                                        "install -r requirements-tune.txt"),
     (["serve.py", "--help"], {}, "serve.py needs uvicorn, which is not installed here; install it with pip install "
                                  "-r requirements-serve.txt"),
     (["train.py", "--help"], {"KERAS_BACKEND": "jax"}, "KERAS_BACKEND=jax needs jax, which is not installed here; "

@@ -18,11 +18,11 @@ from PIL import Image
 
 import deploy
 import predict
-from support import saved_model_export
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, run_cli
 from datagen import prepare
 from reader import DataReader
+from support import saved_model_export
 from support.images import decode_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")

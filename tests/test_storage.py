@@ -12,9 +12,9 @@ import tensorflow as tf
 import deploy
 import evaluate
 import predict
-from support import storage
 import train
 from conftest import exit_code, run_cli, write_npy
+from support import storage
 from support.errors import UserError
 
 gfile = tf.io.gfile

@@ -8,10 +8,10 @@ from ai_edge_litert import schema_py_generated as model_fb
 from ai_edge_litert.interpreter import Interpreter
 
 import deploy
-from support import tflite_metadata
 from conftest import write_npy
 from datagen import ImageGenerator
 from reader import DataReader
+from support import tflite_metadata
 
 metadata_fb = tflite_metadata.metadata_fb  # the schema module tflite_metadata writes with
 

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
+import callbacks
 import config
 import train
-import callbacks
 from callbacks import KeepLastCheckpoints
 from conftest import ROOT, exit_code, quickdraw_records, write_npy, write_tfrecord
 from support.errors import UserError

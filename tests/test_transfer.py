@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import callbacks
-import datagen
 import config
+import datagen
 import train
 import transfer
 from conftest import exit_code, write_npy
-from support.layers import weighted_layers
 from models import logistic, quickdraw_cnn
+from support.layers import weighted_layers
 
 TINY_CNN = ["--model", "quickdraw_cnn", "--model_kwargs", '{"filters": [4, 8], "dense_units": 8}']
 

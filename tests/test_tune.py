@@ -228,10 +228,10 @@ def test_every_trial_trains_data_parallel_when_asked(drawings, tmp_path):
     pytest.importorskip("jax")
     save_to = str(tmp_path / "tune")
     env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "tune.py"), *tune_flags(drawings, str(tmp_path), save_to,
-                                                                                       trials=2, epochs=1),
-                           "--distribute", "data_parallel", "--batch_size", "8"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    flags = [*tune_flags(drawings, str(tmp_path), save_to, trials=2, epochs=1), "--distribute", "data_parallel",
+             "--batch_size", "8"]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tune.py"), *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("the model is replicated on 2 device(s) of 1 process(es)") == 2
     for trial in ("trial_000", "trial_001"):
