@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 import keras
 import numpy as np
@@ -64,7 +64,7 @@ class Setting:
     default: Any
     help: str
     type: Optional[Callable] = None  # argparse's type; a bool default makes --name/--no-name
-    choices: Optional[tuple] = None
+    choices: Optional[Collection] = None  # a registry (dict) stays live: a model registered later is a choice
     nargs: Optional[str] = None
     metavar: Optional[str] = None
     shown: Optional[str] = None  # how --help names the default, where the value itself says little
@@ -96,7 +96,7 @@ SETTINGS = (
     Setting("model", "quickdraw_cnn", "model to train, with its default input: " + ", ".join(
         f"{name} {'x'.join(map(str, spec.input_size))}x{spec.channels}"
         + (f" ({spec.size_note()} with --model_kwargs)" if spec.size_note() else "")
-        for name, spec in MODELS.items()), choices=tuple(MODELS), searchable=False, required=True),
+        for name, spec in MODELS.items()), choices=MODELS, searchable=False, required=True),
     Setting("model_kwargs", {}, "extra model arguments as JSON, e.g. '{\"alpha\": 0.5}'", type=json_object,
             searchable=False, shown="none", required=True),
     Setting("input_size", None, "model input H,W", type=image_size, shown="the model's own, listed at --model",
@@ -119,8 +119,8 @@ SETTINGS = (
     Setting("head_lr_factor", 10.0, "learning rate factor of the frozen epochs", type=positive_float, before=1.0),
     # Few drawings of new classes: 0.1 keeps the base too still (README: "Transfer learning").
     Setting("unfreeze_lr_factor", 1.0, "learning rate factor once the base is unfrozen", type=ratio),
-    Setting("optimizer", "adam", "optimizer", choices=tuple(OPTIMIZERS), required=True),
-    Setting("loss", "crossentropy", "loss", choices=tuple(LOSSES), required=True),
+    Setting("optimizer", "adam", "optimizer", choices=OPTIMIZERS, required=True),
+    Setting("loss", "crossentropy", "loss", choices=LOSSES, required=True),
     Setting("class_weight", None, "weight each training item's loss by its class: 'balanced' (the inverse of the "
             "class's share of the training items) or a JSON object of class name: weight, e.g. '{\"cat\": 2.0}' "
             "(the classes it leaves out weigh 1)", type=class_weight.parse, metavar="balanced|JSON",

@@ -3,7 +3,6 @@
 Each tool runs as a user runs it, in a fresh process, on a model file that is not a model: the library's own
 exception (Keras' or LiteRT's) must appear in the chained traceback, above the one `error:` line.
 """
-import json
 import os
 import subprocess
 import sys
@@ -27,8 +26,8 @@ def broken(tmp_path_factory):
     run = folder / "run"
     run.mkdir()
     (run / "best.keras").write_bytes(b"these bytes are not a model")
-    settings = dict(config.TRAINING, data=[data], input_size=[28, 28], channels=1, class_names=["apple", "bicycle"])
-    (run / config.CONFIG_FILE).write_text(json.dumps(settings))
+    config.save(str(run), dict(config.TRAINING, data=[data], input_size=[28, 28], channels=1, dtype_policy="float32",
+                               num_processes=1, class_names=["apple", "bicycle"]))
     return {"data": data, "keras": str(folder / "model.keras"), "tflite": str(folder / "model.tflite"),
             "run": str(run), "out": str(folder / "out")}
 
