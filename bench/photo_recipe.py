@@ -35,8 +35,8 @@ from support.ids import stable_hash  # noqa: E402
 HELD_OUT_SEED, DEV_SHARE = 1, 0.75
 IMAGENET = {"weights": "imagenet"}
 # The README's photo command, less --data and --save_to.
-RECIPE = ["--model", "efficientnet_lite", "--freeze_epochs", "2", "--num_epochs", "5", "--unfreeze_lr_factor", "0.1",
-          "--batch_size", "32", "--loss", "label_smoothing"]
+RECIPE = ["--model", "efficientnet_lite", "--freeze_epochs", "2", "--num_epochs", "8", "--unfreeze_lr_factor", "0.2",
+          "--batch_size", "32", "--loss", "label_smoothing", "--jitter"]
 MODEL_MAKER = ["--model", "efficientnet_lite", "--freeze_epochs", "10", "--num_epochs", "10", "--batch_size", "32",
                "--loss", "label_smoothing"]
 RECIPES = {"model_maker": MODEL_MAKER, "recipe": RECIPE}
