@@ -1,6 +1,8 @@
-"""Tiny data sets in every format the template reads, made by the tests themselves."""
+"""Tiny data sets in every format the template reads, made by the tests themselves; the tools run as a user runs them."""
+import functools
 import io
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +12,8 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from support import verbose  # noqa: E402  (imports nothing heavy)
 
 REAL_DATA_DIR = os.environ.get("REAL_DATA_DIR")
 needs_real_data = pytest.mark.skipif(not REAL_DATA_DIR or not os.path.isdir(REAL_DATA_DIR),
@@ -23,6 +27,20 @@ def exit_code(main, args):
     except SystemExit as stop:
         return stop.code
     return 0
+
+
+def user_environment(loud=False):
+    """The environment a user runs a tool in: without the test run's own log-level settings."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", verbose.VARIABLE)}
+    return {**env, verbose.VARIABLE: "1"} if loud else env
+
+
+@functools.cache
+def help_of(tool):
+    """`python <tool>.py --help` as a user runs it, once per test run: several tests read each tool's help, and
+    each run pays TensorFlow's start-up."""
+    return subprocess.run([sys.executable, f"{tool}.py", "--help"], cwd=ROOT, env=user_environment(),
+                          capture_output=True, text=True, timeout=300)
 
 
 def run_cli(main, args, capsys):

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from support import console, verbose
-from conftest import ROOT, write_npy
+from conftest import ROOT, help_of, user_environment, write_npy
 
 # The library lines a user should not see (issue: "a quiet console"), by where they come from.
 NOISE = {
@@ -48,12 +48,6 @@ def noise_in(lines):
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     return write_npy(str(tmp_path_factory.mktemp("console") / "npy"), {"apple": 30, "bicycle": 30, "cat": 30})
-
-
-def user_environment(loud=False):
-    """The environment a user runs a tool in: without the test run's own log-level settings."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", verbose.VARIABLE)}
-    return {**env, verbose.VARIABLE: "1"} if loud else env
 
 
 def train_and_deploy(data, folder, loud):
@@ -113,11 +107,10 @@ def test_the_verbose_variable_brings_every_hidden_line_back():
 
 
 def test_every_tool_names_the_verbose_variable_in_its_help():
-    optional = [tool for tool, needs in (("tune.py", "optuna"), ("serve.py", "uvicorn"))
+    optional = [tool for tool, needs in (("tune", "optuna"), ("serve", "uvicorn"))
                 if importlib.util.find_spec(needs)]  # their optional requirements files are installed
-    for tool in ("train.py", "deploy.py", "evaluate.py", "predict.py", "plots.py", *optional):
-        done = subprocess.run([sys.executable, tool, "--help"], cwd=ROOT, env=user_environment(), capture_output=True,
-                              text=True)
+    for tool in ("train", "deploy", "evaluate", "predict", "plots", *optional):
+        done = help_of(tool)
         assert done.returncode == 0 and f"{verbose.VARIABLE}=1" in done.stdout, tool
         assert noise_in(done.stderr.splitlines()) == {}, tool
 

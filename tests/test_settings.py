@@ -1,16 +1,13 @@
 """Each setting is declared once (config.SETTINGS): every tool's --help shows the declared default, tune.py searches
 what is declared searchable, and a run folder from before a setting is read, and resumed, with the value it had."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 import config
 import train
-from conftest import ROOT, exit_code, write_npy
+from conftest import exit_code, help_of, write_npy
 
 TOOLS = sorted({tool for setting in config.SETTINGS for tool in setting.tools})
 
@@ -24,8 +21,7 @@ def flag_help(help_text, name):
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_every_tool_shows_each_declared_default_in_its_help(tool):
-    done = subprocess.run([sys.executable, f"{tool}.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = help_of(tool)
     assert done.returncode == 0, done.stderr
     declared = [s for s in config.SETTINGS if tool in s.tools]
     assert declared
