@@ -4,8 +4,8 @@ import os
 import pkgutil
 
 import support
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The design card's files, transfer.py, and the commands people run.
 TOP_LEVEL = {"config", "reader", "datagen", "loss", "callbacks", "train", "deploy", "transfer", "evaluate", "predict",
              "serve", "tune", "plots"}
