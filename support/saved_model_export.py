@@ -28,16 +28,15 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from support.folders import SAVED_MODEL
 from support.labels import LABELS
-
-FOLDER = "saved_model"  # in a deploy folder: FOLDER/<version>/
 PIXELS = "pixels"  # the second signature's name and its input's
 IMAGE_BYTES = "image_bytes"  # serving_default's input: the "_bytes" ending is what Google's prediction services
 #                              read as base64 ({"b64": ...}) when an instance names its inputs
 
 
 def version_folder(deploy_folder, version):
-    return os.path.join(deploy_folder, FOLDER, str(version))
+    return os.path.join(deploy_folder, SAVED_MODEL, str(version))
 
 
 def little_endian(data, offset, size):
