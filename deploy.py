@@ -14,17 +14,22 @@ class names), which MediaPipe Tasks and the TFLite Task Library read.
 adds version 2 of the SavedModel to an existing deploy folder, beside version 1, which is how TensorFlow Serving
 rolls out a new model: it serves the highest version it finds.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
 import json
 import os
 
-from support import console  # first: quiets TensorFlow's import (see console.py)
 import keras
 import numpy as np
 
 import config
 from datagen import ImageGenerator, open_run_data, run_batches
-from support import edgetpu, edgetpu_limits, folders, saved_model_export, storage, tflite_metadata
+from support import console, edgetpu, edgetpu_limits, folders, saved_model_export, storage, tflite_metadata
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
 from support.folders import INT8_MODEL, KERAS_H5, REPORT, SAVED_MODEL
 from support.inference import latency_ms, load_classifier, model_in, predict_batches
@@ -146,11 +151,11 @@ def to_int8_tflite(model, calibration):
 
 def described(model_bytes, settings, run_dir):
     """The int8 model with TFLite Model Metadata: what an app that gets only this file needs to name its answers."""
-    names = settings["class_names"]
+    names = settings.class_names
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     return tflite_metadata.write(
-        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings["started"],
-        description=f"{settings['model']} image classifier of {len(names)} classes ({shown}), trained by the Keras "
+        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings.started,
+        description=f"{settings.model} image classifier of {len(names)} classes ({shown}), trained by the Keras "
                     f"template; run {storage.absolute(run_dir)}", class_names=names)
 
 
@@ -179,7 +184,7 @@ def write_saved_model(args, settings, path, model, val_batches, expected):
     """The SavedModel in `path`, a local working folder for saved_model/<version>/, and what the report says of it:
     its size, and how its serving_default, given the validation images' files, agrees with `expected`, predict.py's
     answers for them."""
-    saved_model_export.export(model, settings["class_names"], path)
+    saved_model_export.export(model, settings.class_names, path)
     files = [val_batches.reader.encoded(i) for i in val_batches.indices]
     return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
             "run": storage.absolute(args.read_from), "bytes": saved_model_export.folder_bytes(path),
@@ -295,12 +300,12 @@ def write_report(folder, report):
 
 def write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler):
     """Fill the local working folder; returns the report, which is written after every artifact."""
-    storage.write(os.path.join(folder, LABELS), "".join(f"{name}\n" for name in settings["class_names"]))
+    storage.write(os.path.join(folder, LABELS), "".join(f"{name}\n" for name in settings.class_names))
     image = next(iter(calibration))[0]
-    report = {"run": storage.absolute(args.read_from), "model": settings["model"],
+    report = {"run": storage.absolute(args.read_from), "model": settings.model,
               "validation": {"items": len(val_batches.indices),
-                             "source": "val_data" if settings["val_data"] else "split",
-                             "eval_samples": args.eval_samples, "seed": settings["seed"]},
+                             "source": "val_data" if settings.val_data else "split",
+                             "eval_samples": args.eval_samples, "seed": settings.seed},
               "calibration_samples": len(calibration), "artifacts": {}}
 
     if "h5" in args.formats:
@@ -351,14 +356,14 @@ def add_version(args, settings, report, classifier, model, val_batches):
                              storage.size(classifier.path)))
 
 
-@reports_user_errors
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Deploy as the options of parse_args say, and return the deploy folder's report (what deploy_report.json
+    holds): the command's path, and the Python API's (README: "From Python")."""
     settings = config.read(args.read_from)
     model_path = model_in(args.read_from)
     adding = adds_version(args)
     if adding:
-        report = check_new_version(args, settings["class_names"])
+        report = check_new_version(args, settings.class_names)
     else:
         check_deploy_folder(args.save_to, args.overwrite)
     compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
@@ -366,17 +371,17 @@ def main(argv=None):
         raise UserError(f"edgetpu_compiler not found and --strict is set; {edgetpu.INSTALL_HINT}")
     train_reader, val_reader = open_run_data(settings)
     _, val_batches = run_batches(settings, train_reader, val_reader, limit=args.eval_samples)
-    ratio = 1.0 if val_reader else settings["train_ratio"]
-    calibration = ImageGenerator(train_reader, settings["input_size"], settings["channels"], "train",
-                                 settings["seed"], ratio, args.calibration_samples)
+    ratio = 1.0 if val_reader else settings.train_ratio
+    calibration = ImageGenerator(train_reader, settings.input_size, settings.channels, args.calibration_samples,
+                                 "train", settings.seed, ratio)
     classifier = load_classifier(model_path)
     model = classifier.model
-    if settings["dtype_policy"] != "float32":
+    if settings.dtype_policy != "float32":
         model = float32_copy(model, settings)
     if adding:
         add_version(args, settings, report, classifier, model, val_batches)
         print(f"deploy folder: {args.save_to}")
-        return
+        return report
 
     # Written beside its place, and put there (replacing a deploy folder the user asked to overwrite) when whole.
     with folders.building(args.save_to, last=REPORT) as folder:
@@ -389,6 +394,12 @@ def main(argv=None):
     if args.strict and report.get("tflite_check", {}).get("problems"):
         raise UserError(f"model.tflite would not run fully on the Edge TPU: {report['tflite_check']['problems'][0]}")
     print(f"deploy folder: {args.save_to}")
+    return report
+
+
+@reports_user_errors
+def main(argv=None):
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ status, and the server goes on serving. An unexpected failure (a bug) is logged 
 and answered 500 {"error": "internal error", "id": ...}: the client learns nothing of the code, the operator
 finds the log line by the id.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
 import base64
 import binascii
@@ -29,7 +35,6 @@ import sys
 import time
 import uuid
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 from support import requirements
 
 requirements.require(["starlette", "uvicorn"], "requirements-serve.txt", "serve.py")

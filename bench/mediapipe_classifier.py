@@ -41,7 +41,8 @@ def parse_args():
 def save_our_answers(args):
     """Our half: the template's reading, resizing and LiteRT classification; saves pixels, scores, scale, labels."""
     sys.path.insert(0, ROOT)
-    from support import console  # noqa: F401  (first: quiets TensorFlow's import, as in every tool of the template)
+    from support import startup
+    startup.setup()  # first: before anything imports TensorFlow, as every tool of the template does
     from support import tflite_metadata
     from datagen import prepare, select
     from support.inference import load_classifier

