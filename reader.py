@@ -18,7 +18,7 @@ from tqdm import tqdm
 from support.class_match import match_classes
 from support.errors import UserError, first_of
 from support.ids import mix64, stable_hash
-from support.images import decode_image
+from support.images import decode_image, opened
 from support.labels import read_labels_txt
 from support.tfrecord_framing import walk_records
 
@@ -389,10 +389,10 @@ class ImageFolder:
         ok = np.ones(len(files), dtype=bool)
         for n, path in enumerate(tqdm(files, desc="checking images", unit="img", disable=None)):
             try:
-                with Image.open(path) as image:
+                with open(path, "rb") as f, opened(f.read(), path) as image:
                     image.draft(image.mode, (64, 64))  # JPEG: decode at reduced scale, still reads every byte
                     image.load()
-            except Exception:
+            except (OSError, UserError):
                 ok[n] = False
         bad = [files[n] for n in np.flatnonzero(~ok)]
         if bad and strict:

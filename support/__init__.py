@@ -10,7 +10,7 @@ edgetpu             the Edge TPU op table, the check of an int8 model, and edget
 edgetpu_limits      op versions against what the Edge TPU toolchain parses, parameters against its on-chip cache
 errors              UserError, the one-line `error:` report of every tool, and the flag-value types
 ids                 stable 64-bit hashes of item ids, so that datagen's split by hash is the same on every machine
-images              the one image decoder: image file bytes to uint8 H×W×C, for readers, predict.py and serve.py
+images              the one image decoder: image file bytes, measured from their header first, to uint8 H×W×C
 inference           runs any saved model (.keras, .h5, .tflite) the same way, and finds a folder's model file
 labels              labels.txt, the class names of a deploy folder or of TFRecords
 layers              a model's layers with weights, nested bases walked into (--from_ckpt, --freeze_epochs, onednn)
