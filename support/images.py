@@ -11,7 +11,7 @@ import struct
 from collections import namedtuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from support.errors import UserError
 
@@ -211,17 +211,52 @@ def pillow_image(data, name, header):
         raise UserError(f"cannot decode image {name}: {DAMAGED.format(header.format)}") from error
 
 
+BACKGROUND = 255  # what transparent pixels show: white, as a page and most image viewers show them
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# A grey PNG with these chunks goes through Pillow: tRNS marks a transparent grey, and EXIF (eXIf, or a text chunk
+# holding EXIF or XMP) may turn the picture, which OpenCV's IMREAD_UNCHANGED would not do.
+PNG_CHUNKS_FOR_PILLOW = {b"tRNS", b"eXIf", b"tEXt", b"zTXt", b"iTXt"}
+
+
+def png_chunk_types(data):
+    """The type of each chunk of a PNG, in order, up to IEND or the end of the data."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        yield kind
+        if kind == b"IEND":
+            return
+        at += 12 + length
+
+
 def plain_grey_png(data):
-    """An 8-bit greyscale PNG (IHDR: bit depth 8, colour type 0), KMLC's QuickDraw records."""
-    return data[:8] == PNG_SIGNATURE and data[24:26] == b"\x08\x00"
+    """An 8-bit greyscale PNG (IHDR: bit depth 8, colour type 0) without transparency or EXIF: KMLC's drawings."""
+    return (data[:8] == PNG_SIGNATURE and data[24:26] == b"\x08\x00"
+            and PNG_CHUNKS_FOR_PILLOW.isdisjoint(png_chunk_types(data)))
+
+
+def over_background(image):
+    """A Pillow image with transparency (an alpha channel, or a palette entry or grey/RGB colour marked transparent)
+    painted over BACKGROUND, as people see it: two images that look the same decode the same, whatever colours
+    their transparent pixels hide. Pillow's paste with a mask rounds (colour × alpha + BACKGROUND × (255 − alpha))
+    / 255 to the nearest integer; saved_model_export.composited does the same in TensorFlow."""
+    if image.mode not in ALPHA_MODES and "transparency" not in image.info:
+        return image
+    opaque = "L" if image.mode in ("1", "L", "LA", "La") else "RGB"
+    image = image.convert(opaque + "A")
+    background = Image.new(opaque, image.size, (BACKGROUND,) * len(opaque))
+    background.paste(image, mask=image.getchannel("A"))
+    return background
 
 
 def decode_image(data, name, max_pixels=MAX_PIXELS):
-    """Bytes of a PNG/JPEG/GIF/BMP/WebP/TIFF file -> uint8 H×W×C with C = 1 (grey) or 3 (colour); the only image
-    decoder. Measured first: a file over max_pixels is ImageTooLarge before any pixel is decoded.
+    """Bytes of a PNG/JPEG/GIF/BMP/WebP/TIFF file -> uint8 H×W×C with C = 1 (grey) or 3 (colour), as people see
+    the picture: turned upright by its EXIF orientation and any transparency painted over white. The only image
+    decoder, so training, evaluation, prediction, serving and calibration all see the same pixels. Measured first:
+    a file over max_pixels is ImageTooLarge before any pixel is decoded.
 
-    8-bit greyscale PNGs go through OpenCV, ~4× faster than Pillow for the same pixels; everything else, and
-    anything OpenCV declines, through Pillow."""
+    Plain 8-bit greyscale PNGs go through OpenCV, ~4× faster than Pillow for the same pixels; everything else,
+    and anything OpenCV declines, through Pillow."""
     header = measured(data, name, max_pixels)
     if plain_grey_png(data):
         try:
@@ -231,11 +266,12 @@ def decode_image(data, name, max_pixels=MAX_PIXELS):
         if array is not None and array.shape == (header.height, header.width) and array.dtype == np.uint8:
             return array[:, :, None]
     with pillow_image(data, name, header) as image:
-        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # loads the pixels
         if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey: convert("L") would clip at 255
             array = np.clip(np.asarray(image, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
         else:
+            image = over_background(image)
             if image.mode not in ("L", "RGB"):
-                image = image.convert("L" if image.mode in ("1", "F", "LA") else "RGB")
+                image = image.convert("L" if image.mode in ("1", "F") else "RGB")
             array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
