@@ -327,7 +327,9 @@ def test_an_image_folder_skips_what_is_not_measured_and_ghostscript_never_runs(t
     (root / "dogs" / "bomb.png").write_bytes(grey_png(9000, 9000))  # 81 Mpx, over MAX_PIXELS
     reader = DataReader(str(root))
     assert len(reader) == 6 and not any("poster" in i or "bomb" in i for i in reader.ids)
-    assert "cats 1 unreadable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cats 1 unreadable ({os.path.join('photos', 'cats', 'poster.png')})" in err
+    assert f"dogs 1 over 67,108,864 pixels ({os.path.join('photos', 'dogs', 'bomb.png')})" in err
     assert not fake_ghostscript.exists()
     with pytest.raises(UserError, match=r"^2 unreadable image\(s\): "):
         DataReader(str(root), strict=True)
