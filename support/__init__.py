@@ -12,7 +12,7 @@ errors              UserError, the one-line `error:` report of every tool, and t
 folders             what run and deploy folders hold, how a tool tells one, and replacing one once the new one is whole
 ids                 stable 64-bit hashes of item ids, so that datagen's split by hash is the same on every machine
 imgaug_shim         imgaug on NumPy 2: the names it needs put back, once, where an augmenter is first built
-images              the one image decoder: image file bytes to uint8 H×W×C, for readers, predict.py and serve.py
+images              the one image decoder: image file bytes, measured from their header first, to uint8 H×W×C
 inference           runs any saved model (.keras, .h5, .tflite) the same way, and finds a folder's model file
 labels              labels.txt, the class names of a deploy folder or of TFRecords
 layers              a model's layers with weights, nested bases walked into (--from_ckpt, --freeze_epochs, onednn)
