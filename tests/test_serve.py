@@ -67,10 +67,12 @@ class Server:
         self.headers = headers or {}  # sent with every request (a token)
 
     def request(self, method, path, body=None, headers=None):
-        """(status, parsed JSON body, response headers); a body is sent as JSON unless the headers say otherwise."""
+        """(status, parsed JSON body, response headers); a body is sent as JSON unless the headers say otherwise,
+        and a header given as None is not sent."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             sent = {**(JSON if body is not None else {}), **self.headers, **(headers or {})}
+            sent = {name: value for name, value in sent.items() if value is not None}
             connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
             return response.status, json.loads(response.read()), dict(response.getheaders())
