@@ -17,6 +17,7 @@ async function call(path, options = {}) {
   const headers = { ...options.headers, ...(token ? { Authorization: "Bearer " + token } : {}) };
   const response = await fetch(api + path, { ...options, headers });
   if (response.status === 401) {
+    if (token) $("asking").textContent = "That token was refused; the right one:";
     $("login").hidden = false;
     $("token").focus();
   }
