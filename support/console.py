@@ -16,6 +16,8 @@ import sys
 import tempfile
 import warnings
 
+from support import images  # noqa: F401  before TensorFlow, whose Keras imports OpenCV: cv2 reads the pixel
+#                                         limit images.py sets for it only when it is first imported
 from support import requirements, verbose
 
 

@@ -96,6 +96,7 @@ def image_files():
         ("grey+alpha png", encoded(Image.fromarray(np.stack([grey, grey[::-1]], axis=2), "LA"), "PNG")),
         ("rgba png", encoded(Image.fromarray(rgba), "PNG")),
         ("palette png", encoded(palette, "PNG")),
+        ("palette png with a transparent entry", encoded(palette, "PNG", transparency=3)),
         ("1-bit png", encoded(Image.fromarray(grey > 128), "PNG")),
         ("16-bit png", encoded(Image.fromarray(grey.astype(np.uint16) * 257 + 13), "PNG")),
         ("16-bit rgb png", cv2.imencode(".png", rgb.astype(np.uint16) * 257)[1].tobytes()),
@@ -106,6 +107,7 @@ def image_files():
         ("grey bmp", encoded(Image.fromarray(grey), "BMP")),
         ("palette bmp", encoded(palette, "BMP")),
         ("webp", encoded(Image.fromarray(rgb), "WEBP", lossless=True)),
+        ("rgba webp", encoded(Image.fromarray(rgba), "WEBP", lossless=True)),
     ]
 
 
