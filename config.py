@@ -21,7 +21,7 @@ import numpy as np
 import loss
 import models
 from reader import FORMATS
-from support import class_weight, distribute, doodles, storage
+from support import class_weight, distribute, doodles, folders, storage
 from support.errors import (UserError, comma_list, image_size, json_object, non_negative_float, non_negative_int,
                             positive_float, positive_int, ratio)
 
@@ -50,7 +50,6 @@ OPTIMIZERS = {
 SCHEDULES = ("cosine", "constant")  # cosine: decays to 0 over the run, which steadies the last epochs
 
 SAMPLE_DATA = doodles.FOLDER
-CONFIG_FILE = "config.json"
 AS_DEFAULT = object()  # Setting.before of a setting whose default is what runs from before it trained with
 
 
@@ -182,20 +181,16 @@ def save(run_dir, settings):
     """Write config.json: the settings plus library versions and the start time."""
     record = dict(settings, versions=versions(),
                   started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    storage.write(os.path.join(run_dir, CONFIG_FILE), json.dumps(record, indent=2))
+    storage.write(os.path.join(run_dir, folders.CONFIG), json.dumps(record, indent=2))
     return record
-
-
-def is_run_folder(folder):
-    return storage.isfile(os.path.join(folder, CONFIG_FILE))
 
 
 def read(run_dir):
     """The settings of a run folder, upgraded: a setting newer than the run gets the value the run trained with,
     said in one line. A missing, malformed, incomplete or unknown-model config.json is a UserError."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not is_run_folder(run_dir):
-        raise UserError(f"{run_dir} is not a run folder: no {CONFIG_FILE} in it")
+    path = os.path.join(run_dir, folders.CONFIG)
+    if not folders.is_run_folder(run_dir):
+        raise UserError(f"{run_dir} is not a run folder: no {folders.CONFIG} in it")
     try:
         settings = json.loads(storage.read_text(path))
     except ValueError as error:

@@ -24,13 +24,13 @@ import numpy as np
 
 import config
 from datagen import ImageGenerator, open_run_data, run_batches
-from support import edgetpu, edgetpu_limits, saved_model_export, storage, tflite_metadata
+from support import edgetpu, edgetpu_limits, folders, saved_model_export, storage, tflite_metadata
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
-from support.inference import is_deploy_folder, latency_ms, load_classifier, model_in, predict_batches
+from support.folders import INT8_MODEL, KERAS_H5, REPORT, SAVED_MODEL
+from support.inference import latency_ms, load_classifier, model_in, predict_batches
 from support.labels import LABELS, labels_from_text
 
 ARTIFACTS = ("h5", "tflite", "edgetpu", "saved_model")
-REPORT = "deploy_report.json"
 
 
 def formats(text):
@@ -72,13 +72,13 @@ def parse_args(argv=None):
 
 
 def check_deploy_folder(save_to, overwrite):
-    """Refuse to touch an existing folder unless asked, and then only one that deploy.py wrote."""
+    """Refuse to touch an existing folder unless asked, and then only one that holds nothing but what deploy.py
+    writes."""
     if not storage.exists(save_to):
         return
     if not overwrite:
         raise UserError(f"{save_to} already exists; pass --overwrite to replace it")
-    if not is_deploy_folder(save_to):
-        raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
+    folders.check_replaceable(folders.DEPLOY, save_to)
 
 
 def adds_version(args):
@@ -90,11 +90,12 @@ def check_new_version(args, class_names):
     """A version is added only to a deploy folder that has a SavedModel of the same classes, and replaces one only
     with --overwrite. Returns the folder's report, which will record the new version."""
     folder, version = args.save_to, args.saved_model_version
-    if not is_deploy_folder(folder):
-        raise UserError(f"{folder} exists and is not a deploy folder (no {LABELS}); give a new --save_to, or a "
-                        f"deploy folder to add SavedModel version {version} to")
-    if not storage.isdir(os.path.join(folder, saved_model_export.FOLDER)):
-        raise UserError(f"{folder} has no {saved_model_export.FOLDER}/ to add version {version} to; deploy the run "
+    if not folders.is_deploy_folder(folder):
+        raise UserError(f"{folder} exists and is not a deploy folder (no {' or '.join(folders.DEPLOY.markers)}); "
+                        f"give a new --save_to, or a deploy folder to add SavedModel version {version} to")
+    folders.check_complete_deploy_folder(folder)
+    if not storage.isdir(os.path.join(folder, SAVED_MODEL)):
+        raise UserError(f"{folder} has no {SAVED_MODEL}/ to add version {version} to; deploy the run "
                         f"there with saved_model among --formats (and --overwrite), or give a new --save_to")
     labels = os.path.join(folder, LABELS)
     theirs = labels_from_text(storage.read_text(labels))
@@ -104,12 +105,12 @@ def check_new_version(args, class_names):
                         f"--save_to")
     target = saved_model_export.version_folder(folder, version)
     if storage.exists(target) and not args.overwrite:
-        existing = storage.listdir(os.path.join(folder, saved_model_export.FOLDER))
+        existing = storage.listdir(os.path.join(folder, SAVED_MODEL))
         raise UserError(f"{target} already exists (versions there: {', '.join(sorted(existing, key=str))}); choose "
                         f"another --saved_model_version or pass --overwrite to replace version {version}")
     report_path = os.path.join(folder, REPORT)
     try:
-        return json.loads(storage.read_text(report_path)) if storage.isfile(report_path) else {}
+        return json.loads(storage.read_text(report_path))
     except ValueError as error:
         raise UserError(f"cannot read {report_path} to record version {version} in: {error}") from error
 
@@ -174,10 +175,10 @@ def measure(path, val_batches, image):
             "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}, probabilities
 
 
-def write_saved_model(args, settings, folder, model, val_batches, expected):
-    """saved_model/<version>/ in the local working folder, and what the report says of it: its size, and how its
-    serving_default, given the validation images' files, agrees with `expected`, predict.py's answers for them."""
-    path = saved_model_export.version_folder(folder, args.saved_model_version)
+def write_saved_model(args, settings, path, model, val_batches, expected):
+    """The SavedModel in `path`, a local working folder for saved_model/<version>/, and what the report says of it:
+    its size, and how its serving_default, given the validation images' files, agrees with `expected`, predict.py's
+    answers for them."""
     saved_model_export.export(model, settings["class_names"], path)
     files = [val_batches.reader.encoded(i) for i in val_batches.indices]
     return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
@@ -276,7 +277,7 @@ def on_chip_line(memory):
 
 def saved_model_line(version, entry, float_name, float_bytes):
     agreement = entry["agreement"]
-    return (f"  SavedModel {saved_model_export.FOLDER}/{version}: {entry['bytes']:,} bytes ({float_name} "
+    return (f"  SavedModel {SAVED_MODEL}/{version}: {entry['bytes']:,} bytes ({float_name} "
             f"{float_bytes:,}); given the image files, top-1 as predict.py's on "
             f"{agreement['top1_agreement']:.1%} of {agreement['images']}, probabilities at most "
             f"{agreement['max_probability_gap']:.4f} apart")
@@ -295,8 +296,7 @@ def write_report(folder, report):
 
 def write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler):
     """Fill the local working folder; returns the report, which is written after every artifact."""
-    with open(os.path.join(folder, LABELS), "w") as f:
-        f.write("".join(f"{name}\n" for name in settings["class_names"]))
+    storage.write(os.path.join(folder, LABELS), "".join(f"{name}\n" for name in settings["class_names"]))
     image = next(iter(calibration))[0]
     report = {"run": storage.absolute(args.read_from), "model": settings["model"],
               "validation": {"items": len(val_batches.indices),
@@ -305,25 +305,25 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
               "calibration_samples": len(calibration), "artifacts": {}}
 
     if "h5" in args.formats:
-        keras_path = os.path.join(folder, "model.h5")
-        model.save(keras_path)
+        keras_path = os.path.join(folder, KERAS_H5)
+        storage.save_model(model, keras_path)
     else:
         keras_path = model_path
     report["artifacts"][os.path.basename(keras_path)], expected = measure(keras_path, val_batches, image)
     write_report(folder, report)
 
     if "saved_model" in args.formats:
-        report["saved_model"] = {str(args.saved_model_version): write_saved_model(args, settings, folder, model,
+        path = saved_model_export.version_folder(folder, args.saved_model_version)
+        report["saved_model"] = {str(args.saved_model_version): write_saved_model(args, settings, path, model,
                                                                                   val_batches, expected)}
         write_report(folder, report)
 
     if "tflite" in args.formats or "edgetpu" in args.formats:
-        tflite_path = os.path.join(folder, "model.tflite")
-        with open(tflite_path, "wb") as f:
-            f.write(described(to_int8_tflite(model, calibration), settings, args.read_from))
+        tflite_path = os.path.join(folder, INT8_MODEL)
+        storage.write(tflite_path, described(to_int8_tflite(model, calibration), settings, args.read_from))
         report["metadata"] = metadata_report(tflite_path)
         report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
-        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)[0]
+        report["artifacts"][INT8_MODEL] = measure(tflite_path, val_batches, image)[0]
         write_report(folder, report)
         for problem in report["tflite_check"]["problems"]:
             print(f"warning: model.tflite: {problem}")
@@ -332,10 +332,8 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
                                                          args.min_runtime_version)
             if report["edgetpu_compiler"].get("ok"):
                 output = os.path.join(folder, os.path.basename(report["edgetpu_compiler"]["output_path"]))
-                with open(output, "rb") as f:  # the compiler drops the metadata (README: "Deploying"): again
-                    compiled = described(f.read(), settings, args.read_from)
-                with open(output, "wb") as f:
-                    f.write(compiled)
+                # the compiler drops the metadata (README: "Deploying"): again
+                storage.write(output, described(storage.read_bytes(output), settings, args.read_from))
                 report["artifacts"][os.path.basename(output)] = {"bytes": os.path.getsize(output), "metadata": True}
             write_report(folder, report)
     return report
@@ -344,9 +342,9 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
 def add_version(args, settings, report, classifier, model, val_batches):
     """Write saved_model/<version>/ into an existing deploy folder and record it in the folder's report."""
     expected, _ = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(classifier.path)}")
-    storage.rmtree(saved_model_export.version_folder(args.save_to, args.saved_model_version))  # new, or --overwrite
-    with storage.local_folder(args.save_to) as folder:  # a remote save_to gets the new files when this block ends
-        entry = write_saved_model(args, settings, folder, model, val_batches, expected)
+    version = saved_model_export.version_folder(args.save_to, args.saved_model_version)
+    with folders.building(version) as path:  # replaces the version (--overwrite) only once the new one is whole
+        entry = write_saved_model(args, settings, path, model, val_batches, expected)
     report.setdefault("saved_model", {})[str(args.saved_model_version)] = entry
     write_report(args.save_to, report)
     print(f"summary, on {len(val_batches.indices)} validation images:\n"
@@ -381,8 +379,8 @@ def main(argv=None):
         print(f"deploy folder: {args.save_to}")
         return
 
-    storage.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite
-    with storage.local_folder(args.save_to) as folder:  # a remote save_to is uploaded when this block ends
+    # Written beside its place, and put there (replacing a deploy folder the user asked to overwrite) when whole.
+    with folders.building(args.save_to, last=REPORT) as folder:
         report = write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler)
 
     print("\n".join(summary_lines(report)))

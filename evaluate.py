@@ -35,14 +35,14 @@ import config
 import plots
 from datagen import BatchGenerator, open_run_data, run_batches, seeded_sample
 from reader import FORMATS, DataReader
-from support import storage
+from support import folders, storage
+from support.folders import EVALUATION, MATRIX_CSV, MATRIX_PNG, METRICS
 from support.class_match import match_classes
 from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                                predict_batches, top_k)
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
-METRICS, MATRIX_CSV, MATRIX_PNG = "metrics.json", "confusion_matrix.csv", "confusion_matrix.png"
 
 
 # --- metrics: pure NumPy ---------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def class_pairs(text):
 
 
 def output_folder(args, path):
-    folder = args.save_to or os.path.join(args.read_from or ".", "evaluation", os.path.basename(path).replace(".", "_"))
+    folder = args.save_to or os.path.join(args.read_from or ".", EVALUATION, os.path.basename(path).replace(".", "_"))
     if storage.isfile(folder):
         raise UserError(f"--save_to {folder} is a file; give a folder")
     if storage.isdir(folder) and storage.listdir(folder) and not args.overwrite:
@@ -259,7 +259,7 @@ def model_settings(classifier):
 
 def check_run_model(run_dir, settings, classifier):
     """The model to evaluate must be one of the run: its classes and its input."""
-    check_class_names(classifier, settings["class_names"], os.path.join(run_dir, config.CONFIG_FILE))
+    check_class_names(classifier, settings["class_names"], os.path.join(run_dir, folders.CONFIG))
     expected = (*settings["input_size"], settings["channels"])
     if classifier.input_shape != tuple(expected):
         raise UserError(f"{classifier.path} takes images {classifier.input_shape} but the run {run_dir} prepares "

@@ -19,11 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from callbacks import HISTORY, read_history  # noqa: E402
+from callbacks import read_history  # noqa: E402
 from support import storage  # noqa: E402
+from support.folders import CURVES, HISTORY  # noqa: E402
 from support.errors import ArgumentParser, UserError, image_size, positive_int, reports_user_errors  # noqa: E402
 
-CURVES = "curves.png"
 
 
 def save_figure(figure, path):

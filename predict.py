@@ -22,7 +22,7 @@ import numpy as np
 import config
 from datagen import BatchGenerator
 from reader import FORMATS, DataReader
-from support import storage
+from support import folders, storage
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                                predict_batches, top_k)
@@ -86,7 +86,7 @@ def main(argv=None):
     if args.read_from:
         settings = config.read(args.read_from)
         path = model_in(args.read_from, args.model_file)
-        class_names, names_from = settings["class_names"], os.path.join(args.read_from, config.CONFIG_FILE)
+        class_names, names_from = settings["class_names"], os.path.join(args.read_from, folders.CONFIG)
     else:
         path = args.model_file
     classifier = image_classifier(path)

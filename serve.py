@@ -47,12 +47,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-import config
-from support import storage
+from support import folders, storage
 from support.errors import (ArgumentParser, UserError, non_negative_int, positive_float, positive_int,
                             reports_user_errors)
 from support.images import MAX_PIXELS
-from support.inference import check_class_names, class_names_beside, image_classifier, is_deploy_folder, model_in
+from support.inference import check_class_names, class_names_beside, image_classifier, model_in
 from support.labels import LABELS
 from support.request_deadline import DeadlineProtocol
 from support.request_gate import TOKEN_VARIABLE, RequestGate, allowed_hosts, read_token
@@ -128,9 +127,9 @@ def chosen_model(model_dir, model_file):
     if not storage.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} is not a folder; give a deploy folder (deploy.py --save_to) "
                         f"or a run folder (train.py --save_to)")
-    if not is_deploy_folder(model_dir) and not config.is_run_folder(model_dir):
-        raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no {LABELS}) nor a run folder "
-                        f"(no {config.CONFIG_FILE})")
+    if not folders.is_deploy_folder(model_dir) and not folders.is_run_folder(model_dir):
+        raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no "
+                        f"{' or '.join(folders.DEPLOY.markers)}) nor a run folder (no {folders.CONFIG})")
     return model_in(model_dir, model_file)
 
 

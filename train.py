@@ -20,7 +20,7 @@ import config
 import plots
 import transfer
 from datagen import open_run_data, run_batches
-from support import allocator, class_weight, distribute, doodles, onednn, storage
+from support import allocator, class_weight, distribute, doodles, folders, onednn, storage
 from support.errors import ArgumentParser, UserError, non_negative_int, positive_int, reports_user_errors
 
 # At import, not in main(): tools that import this module (tune.py) read data with TensorFlow before their
@@ -41,16 +41,16 @@ def parse_args(argv=None):
 
 
 def check_run_folder(save_to, overwrite, resume):
-    """Refuse, before anything is written, to clobber a folder that the user did not ask to replace."""
-    is_run = config.is_run_folder(save_to)
+    """Refuse, before anything is written, to clobber a folder that the user did not ask to replace, or one that
+    holds anything train.py did not write."""
     if resume:
-        if not is_run:
-            raise UserError(f"cannot resume: {save_to} is not a run folder (no {config.CONFIG_FILE})")
+        if not folders.is_run_folder(save_to):
+            raise UserError(f"cannot resume: {save_to} is not a run folder (no {folders.CONFIG}); a run killed before "
+                            f"its first epoch finished leaves nothing to resume: train it again")
     elif storage.exists(save_to):
         if not overwrite:
             raise UserError(f"{save_to} already exists; pass --overwrite to replace it, or --resume to continue it")
-        if not is_run:
-            raise UserError(f"refusing to overwrite {save_to}: it is not a run folder (no {config.CONFIG_FILE})")
+        folders.check_replaceable(folders.RUN, save_to)
 
 
 def settings_from(args):
@@ -58,6 +58,7 @@ def settings_from(args):
     if args.resume:
         settings = config.read(args.save_to)
         settings["num_epochs"] = args.num_epochs or settings["num_epochs"]
+        settings["save_to"] = args.save_to  # the folder resumed, wherever it was trained
     else:
         settings = dict(config.TRAINING)
         settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
@@ -170,6 +171,20 @@ def nothing_learned(model, val_gen, best_accuracy, single_process=True):
     return None
 
 
+def fit(model, settings, train_gen, val_gen, done, run_callbacks, class_weights, cluster):
+    """Train the epochs after `done`: the frozen ones on cached features where it can, the rest with model.fit."""
+    if transfer.head_on_cached_features(settings, done, cluster.num_processes):
+        done = transfer.fit_head_on_features(model, config.MODELS[settings["model"]].head, train_gen, val_gen, done,
+                                             settings["freeze_epochs"], settings["num_epochs"], run_callbacks,
+                                             class_weights)
+    if done < settings["num_epochs"] and not model.stop_training:
+        # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
+        # Python's global random state, which a resumed run does not share with the run it continues.
+        model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
+                  shuffle=False, verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
+                  callbacks=run_callbacks, class_weight=class_weights)
+
+
 @reports_user_errors
 def main(argv=None):
     """Train as the command line says; returns the trained model (for scripts and tests)."""
@@ -217,28 +232,26 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
         if cluster.is_chief:
             history = trim_history(run_dir, done)
             best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
-    elif cluster.is_chief:
-        storage.rmtree(run_dir)  # checked above: a run folder the user asked to overwrite
-        storage.makedirs(run_dir)
-        config.save(run_dir, settings)
-
-    # Saving a distributed model is collective: every process saves, but only process 0 into the run folder.
-    writes_to = run_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"process{cluster.process_id}-")
-    run_callbacks = unfreezing(settings, len(train_gen)) + callbacks.get(
-        writes_to, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
-        best_so_far) + list(extra_callbacks)
-    if transfer.head_on_cached_features(settings, done, cluster.num_processes):
-        done = transfer.fit_head_on_features(model, config.MODELS[settings["model"]].head, train_gen, val_gen, done,
-                                             settings["freeze_epochs"], settings["num_epochs"], run_callbacks,
-                                             class_weights)
-    if done < settings["num_epochs"] and not model.stop_training:
-        # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
-        # Python's global random state, which a resumed run does not share with the run it continues.
-        model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
-                  shuffle=False, verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
-                  callbacks=run_callbacks, class_weight=class_weights)
+    # A new run is written beside its place and published after its first epoch (support/folders.py); saving a
+    # distributed model is collective: every process saves, but only process 0 into the run folder.
     if not cluster.is_chief:
-        shutil.rmtree(writes_to)
+        folder = folders.Destination(tempfile.mkdtemp(prefix=f"process{cluster.process_id}-"))
+    elif resume:
+        folder = folders.Destination(run_dir)
+    else:
+        folder = folders.Destination.new(run_dir)
+        config.save(folder.path, settings)
+
+    run_callbacks = unfreezing(settings, len(train_gen)) + callbacks.get(
+        folder, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
+        best_so_far) + list(extra_callbacks)
+    try:
+        fit(model, settings, train_gen, val_gen, done, run_callbacks, class_weights, cluster)
+    except BaseException:
+        folder.discard()  # a run that did not finish its first epoch: the folder it replaces stays as it was
+        raise
+    if not cluster.is_chief:
+        shutil.rmtree(folder.path)
         print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")
         return model
     print(f"training curves: {plots.training_curves(run_dir)}")

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import config
-from support import inference
+from support import folders, inference
 from support.errors import UserError
 from support.layers import weighted_layers
 
@@ -34,7 +34,7 @@ def shapes(layer):
 
 def source_model(path):
     """The model --from_ckpt names: a run folder's best.keras, or a .keras / .h5 model file."""
-    if config.is_run_folder(path):
+    if folders.is_run_folder(path):
         path = inference.model_in(path)
     elif not path.endswith(inference.KERAS_SUFFIXES):
         raise UserError(f"--from_ckpt {path}: expected a run folder, a .keras or .h5 model, or a .weights.h5 file")

@@ -35,7 +35,7 @@ import callbacks
 import config
 import train
 from datagen import open_run_data
-from support import distribute, storage
+from support import distribute, folders, storage
 from support.errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
 MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (no password) and fixed train.py flags
@@ -356,7 +356,7 @@ def write_best(study, save_to):
     --storage it may have run on another one)."""
     best = study.best_trial
     run_dir = best.user_attrs["run_folder"]
-    here = config.is_run_folder(run_dir)
+    here = folders.is_run_folder(run_dir)
     record = {"trial": best.number, "val_accuracy": best.value, "params": best.params, "run_folder": run_dir,
               "settings": config.read(run_dir) if here else None}
     storage.write(os.path.join(save_to, "best.json"), json.dumps(record, indent=2))

@@ -33,8 +33,9 @@ import tensorflow as tf  # noqa: E402
 from datagen import prepare, select  # noqa: E402
 from few_shot import run  # noqa: E402  a tool in its own process; its output if it fails
 from reader import DataReader  # noqa: E402
+from support.folders import SAVED_MODEL  # noqa: E402
 from support.inference import load_classifier  # noqa: E402
-from support.saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,
+from support.saved_model_export import (agreement, converted, decoded, prepared, resized, rounded, served,
                                         version_folder)
 
 PHOTO_RUN = ["--model", "efficientnet_lite", "--model_kwargs", '{"weights": "imagenet"}', "--freeze_epochs", "1",
@@ -102,7 +103,7 @@ def measure(name, real_data, work, variant_images):
     run_dir, deploy_dir = os.path.join(work, f"{name}_run"), os.path.join(work, f"{name}_deploy")
     if not os.path.isfile(os.path.join(run_dir, "best.keras")):
         run("train.py", "--data", os.path.join(real_data, training), *flags, "--save_to", run_dir, "--overwrite")
-    if not os.path.isdir(os.path.join(deploy_dir, FOLDER)):
+    if not os.path.isdir(os.path.join(deploy_dir, SAVED_MODEL)):
         run("deploy.py", "--read_from", run_dir, "--save_to", deploy_dir, "--formats", "h5,saved_model", "--overwrite")
     classifier = load_classifier(os.path.join(run_dir, "best.keras"))
     expected = predict_py(run_dir, sources, classifier.num_classes, os.path.join(work, f"{name}_predictions.csv"))

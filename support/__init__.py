@@ -9,6 +9,7 @@ doodles             the synthetic doodle sample train.py writes when no --data i
 edgetpu             the Edge TPU op table, the check of an int8 model, and edgetpu_compiler's run
 edgetpu_limits      op versions against what the Edge TPU toolchain parses, parameters against its on-chip cache
 errors              UserError, the one-line `error:` report of every tool, and the flag-value types
+folders             what run and deploy folders hold, how a tool tells one, and replacing one once the new one is whole
 ids                 stable 64-bit hashes of item ids, so that datagen's split by hash is the same on every machine
 images              the one image decoder: image file bytes, measured from their header first, to uint8 H×W×C
 inference           runs any saved model (.keras, .h5, .tflite) the same way, and finds a folder's model file
@@ -21,7 +22,8 @@ request_deadline    serve.py's HTTP protocol: a connection whose request headers
 request_gate        serve.py's checks before any route: the Host (DNS rebinding), the bearer token, JSON POSTs only
 rest_request        a TF Serving :predict body to the model's input, every image measured before any is decoded
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
-storage             run and deploy folders on local disk or any tf.io.gfile filesystem (gs://), written atomically
+storage             files on local disk or any tf.io.gfile filesystem (gs://), each written whole
+tensorboard_events  each epoch's metrics as TensorBoard event files, without TensorFlow
 tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file
 tfrecord_framing    TFRecord records read in place from the file's own framing, without TensorFlow
 verbose             KERAS_TEMPLATE_VERBOSE=1: every library line and the full cause behind every user error

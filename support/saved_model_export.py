@@ -32,10 +32,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from support.folders import SAVED_MODEL
 from support.images import BACKGROUND
 from support.labels import LABELS
-
-FOLDER = "saved_model"  # in a deploy folder: FOLDER/<version>/
 PIXELS = "pixels"  # the second signature's name and its input's
 TENSORFLOW_DIFFERS = ("an EXIF orientation is not applied: a photo the camera stored turned is prepared as stored, "
                       "where reader.decode_image turns it upright",
@@ -46,7 +45,7 @@ IMAGE_BYTES = "image_bytes"  # serving_default's input: the "_bytes" ending is w
 
 
 def version_folder(deploy_folder, version):
-    return os.path.join(deploy_folder, FOLDER, str(version))
+    return os.path.join(deploy_folder, SAVED_MODEL, str(version))
 
 
 def little_endian(data, offset, size):

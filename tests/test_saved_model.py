@@ -326,7 +326,7 @@ def test_bad_inputs_are_one_line_errors_that_write_and_delete_nothing(photo_run,
           "2"], "--saved_model_version 2 needs saved_model in --formats"),
         ([*add, "--save_to", other_classes, "--saved_model_version", "2"],
          "versions of one SavedModel must answer the same classes"),
-        ([*add, "--save_to", str(not_deploy)], "is not a deploy folder (no labels.txt)"),
+        ([*add, "--save_to", str(not_deploy)], "is not a deploy folder (no deploy_report.json or labels.txt)"),
     ]
     folders = [no_export, photo_deploy, other_classes, str(not_deploy)]
     before = {folder: listing(folder) for folder in folders}

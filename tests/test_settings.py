@@ -8,6 +8,7 @@ import pytest
 import config
 import train
 from conftest import exit_code, help_of, write_npy
+from support import folders
 
 TOOLS = sorted({tool for setting in config.SETTINGS for tool in setting.tools})
 
@@ -43,10 +44,10 @@ def test_a_run_folder_from_before_head_lr_factor_reads_as_it_trained_and_resumes
     assert exit_code(train.main, ["--data", data, "--save_to", str(run_dir), "--model", "quickdraw_cnn",
                                   "--model_kwargs", '{"filters": [4, 8], "dense_units": 8}', "--freeze_epochs", "1",
                                   "--num_epochs", "2", "--batch_size", "16"]) == 0
-    old = json.loads((run_dir / config.CONFIG_FILE).read_text())
+    old = json.loads((run_dir / folders.CONFIG).read_text())
     for newer in ("head_lr_factor", "lr_schedule", "cache_mb", "class_weight", "distribute", "dtype_policy"):
         del old[newer]  # as train.py wrote config.json before these settings existed
-    (run_dir / config.CONFIG_FILE).write_text(json.dumps(old))
+    (run_dir / folders.CONFIG).write_text(json.dumps(old))
     capsys.readouterr()
     settings = config.read(str(run_dir))
     assert (settings["head_lr_factor"], settings["lr_schedule"], settings["cache_mb"]) == (1.0, "constant", 0)
@@ -57,7 +58,7 @@ def test_a_run_folder_from_before_head_lr_factor_reads_as_it_trained_and_resumes
     assert head_rate == pytest.approx(settings["learning_rate"])  # the old run's head trained at the rate itself
     assert exit_code(train.main, ["--save_to", str(run_dir), "--resume", "--num_epochs", "3"]) == 0
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 3
-    assert "head_lr_factor" not in json.loads((run_dir / config.CONFIG_FILE).read_text())  # a resume rewrites nothing
+    assert "head_lr_factor" not in json.loads((run_dir / folders.CONFIG).read_text())  # a resume rewrites nothing
 
 
 def test_train_run_leaves_the_settings_it_is_given_as_they_are(tmp_path):

@@ -15,6 +15,7 @@ import config
 import train
 from callbacks import KeepLastCheckpoints
 from conftest import ROOT, exit_code, quickdraw_records, write_npy, write_tfrecord
+from support import folders
 from support.errors import UserError
 
 
@@ -112,11 +113,11 @@ def test_config_read_round_trips_and_rejects_bad_files(tmp_path):
 
 
 def test_keep_last_checkpoints_deletes_the_oldest_by_epoch_number(tmp_path):
-    keeper = KeepLastCheckpoints(str(tmp_path), keep=2)
+    keeper = KeepLastCheckpoints(folders.Destination(str(tmp_path)), keep=2)
     keeper.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
     for epoch in (997, 998, 999, 1000, 1001):  # epoch_1000 sorts before epoch_998 as text
         keeper.on_epoch_end(epoch)
-    assert sorted(os.listdir(tmp_path)) == ["epoch_1001.keras", "epoch_1002.keras"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_1001.keras", "epoch_1002.keras"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -219,7 +220,8 @@ def test_backup_restores_weights_and_optimizer_state(tmp_path):
 
     x, y = np.random.default_rng(0).normal(size=(32, 3)), np.arange(32) % 2
     trained = compiled()
-    trained.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callbacks.Backup(str(tmp_path / "backup"))])
+    backup = callbacks.Backup(folders.Destination(str(tmp_path)))
+    trained.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[backup])
     fresh = compiled()
     assert callbacks.restore(fresh, str(tmp_path)) == 2
     assert int(fresh.optimizer.iterations) == int(trained.optimizer.iterations) == 8
