@@ -407,6 +407,7 @@ def test_bad_folders_and_files_are_one_line_errors(tiny_run, tmp_path, capsys):
     h5_only = tmp_path / "h5_only"
     h5_only.mkdir()
     (h5_only / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    (h5_only / "deploy_report.json").write_text("{}")  # a whole deploy folder, only without model.tflite
     message = one_line_error(capsys, ["--model_dir", str(h5_only)])
     assert "no model.tflite" in message and "--model_file" in message
 
