@@ -11,7 +11,10 @@ at the same epoch.
 
 The study lives in SAVE_TO/study.db (SQLite, nothing to install or start): the same command again continues it.
 A trial whose process died (killed, crashed) stops sending heartbeats, is marked failed and is tried again.
---storage URL (PostgreSQL, MySQL: any Optuna RDB URL) shares one study among processes on many machines.
+--storage URL (PostgreSQL, MySQL: any Optuna RDB URL) shares one study among processes on many machines;
+--storage env:NAME reads the URL from the environment variable NAME, out of the shell's history and `ps`. Its
+password appears nowhere: every line, error and tune.json show the URL masked (support/secret_url.py), and the
+--workers processes get it through their environment.
 """
 import argparse
 import inspect
@@ -35,10 +38,11 @@ import callbacks
 import config
 import train
 from datagen import open_run_data
-from support import distribute, folders, storage
+from support import distribute, folders, secret_url, storage
 from support.errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
-MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (no password) and fixed train.py flags
+MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (masked) and fixed train.py flags
+STORAGE_VARIABLE = "TUNE_STORAGE"  # the environment variable the --workers processes get the storage URL in
 STUDY_NAME = "tune"
 HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
 GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process died) and tried again
@@ -69,7 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--space", help="search space JSON (default: the training settings plus the model's own entries, "
                                    "as its SPEC in models/<name>.py declares; tune.json records the space used)")
     p.add_argument("--storage", help="Optuna RDB URL shared by several tune.py processes, e.g. "
-                                     "postgresql://user:pass@host/db (default: sqlite in --save_to)")
+                                     "postgresql://user:pass@host/db, or env:NAME to read it from the environment "
+                                     "variable NAME (e.g. env:TUNE_STORAGE); printed and recorded with its password "
+                                     "masked (default: sqlite in --save_to)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="trials at once on this machine, each in its own process (default: %(default)s)")
     p.add_argument("--summary", action=argparse.BooleanOptionalAction, default=True,
@@ -221,14 +227,6 @@ def announce(study, trial):
 
 # --- the study ----------------------------------------------------------------------------------------------------
 
-def without_password(url):
-    """The URL to print: an error message must not show the database password."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: nothing in it to hide
-        return url
-
-
 # Storage failures that a second try can mend: a server not answering yet, tables that processes started together
 # race to create. A URL that names no database or a driver that is not installed is the user's to fix; anything
 # else is a bug and keeps its traceback.
@@ -241,15 +239,16 @@ def open_study(url, attempts=3):
     for attempt in range(attempts):
         try:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+            template = url.replace("{", "{{").replace("}", "}}")  # Optuna str.format()s the URL: braces survive
+            rdb = optuna.storages.RDBStorage(template, heartbeat_interval=HEARTBEAT_SECONDS,
                                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)
             return optuna.create_study(storage=rdb, study_name=STUDY_NAME, direction="maximize",
                                        load_if_exists=True,
                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
         except (*RETRIED, *NOT_A_STORAGE) as error:
             if attempt + 1 == attempts or isinstance(error, NOT_A_STORAGE):
-                raise UserError(f"cannot open the study storage {without_password(url)}: {first_line(error)}") \
-                    from error
+                raise UserError(f"cannot open the study storage {secret_url.printable(url)}: "
+                                f"{secret_url.masked(first_line(error), url)}") from secret_url.masked_cause(error, url)
             time.sleep(1 + attempt)
 
 
@@ -303,10 +302,12 @@ def run_trials(study, objective, trials, timeout):
             optuna.study.MaxTrialsCallback(trials, states=FINISHED), announce])
 
 
-def start_workers(argv, count):
-    """The other --workers: this command again with one worker each and no summary, sharing the storage."""
+def start_workers(argv, count, url):
+    """The other --workers: this command again with one worker each and no summary, sharing the storage, whose URL
+    they read from their environment (STORAGE_VARIABLE), not from their argv."""
+    argv, environment = secret_url.by_environment(argv, url, STORAGE_VARIABLE)
     command = [sys.executable, os.path.abspath(__file__), *argv, "--workers", "1", "--no-summary"]
-    return [subprocess.Popen(command) for _ in range(count)]
+    return [subprocess.Popen(command, env=environment) for _ in range(count)]
 
 
 # --- the summary --------------------------------------------------------------------------------------------------
@@ -398,8 +399,10 @@ def main(argv=None):
     train.write_sample_if_default(settings)  # as train.run does: no --data means the synthetic sample
     open_run_data(settings)  # missing or unreadable data: before anything is written
     save_to = os.path.abspath(args.save_to)
-    url = args.storage or f"sqlite:///{os.path.join(save_to, 'study.db')}"
-    marker = {"storage": without_password(url), "train_flags": args.train_flags, "space": space}
+    url = secret_url.resolve(args.storage, "--storage") if args.storage else \
+        f"sqlite:///{os.path.join(save_to, 'study.db')}"
+    # A continued search recognises its storage by the masked URL: the same database, whatever its password now.
+    marker = {"storage": secret_url.printable(url), "train_flags": args.train_flags, "space": space}
     check_tune_folder(save_to, marker)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # announce() says what finished, one line a trial
     study = open_study(url) if args.storage else None  # an unreachable server: before anything is written
@@ -407,7 +410,7 @@ def main(argv=None):
     storage.write(os.path.join(save_to, MARKER), json.dumps(marker, indent=2))
     study = study or open_study(url)
     settle_dead_trials(study)
-    workers = start_workers(argv, args.workers - 1) if args.workers > 1 else []
+    workers = start_workers(argv, args.workers - 1, url) if args.workers > 1 else []
     objective = make_objective(save_to, space, args.train_flags, fixed.model_kwargs or {})
     run_trials(study, objective, args.trials, args.timeout)
     for worker in workers:

