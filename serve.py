@@ -94,8 +94,9 @@ def parse_args(argv=None):
                    help="width × height summed over a request's images, read from their headers before any is "
                         "decoded (default: %(default)s)")
     p.add_argument("--max_queue", type=non_negative_int, default=32,
-                   help="requests waiting for a model copy; past that, and the --model_copies being answered, a "
-                        "request is answered 503 with Retry-After at once (default: %(default)s)")
+                   help="requests waiting their turn; past that, and those at work (one per --model_copies, or "
+                        "per CPU core if there are more), a request is answered 503 with Retry-After at once "
+                        "(default: %(default)s)")
     p.add_argument("--request_timeout", type=positive_float, default=30.0,
                    help="seconds a request's headers, and then its body, may take to arrive; a slower client's "
                         "connection is closed (default: %(default)s)")
@@ -184,11 +185,17 @@ async def read_body(request, limit, seconds):
     return bytes(body)
 
 
+def workers(copies):
+    """How many requests decode and predict at once: one per model copy, or one per CPU core where there are more
+    cores, since decoding is CPU work that goes on beside a busy copy (a request holds a copy only to predict)."""
+    return max(copies, os.cpu_count() or 1)
+
+
 class WorkQueue:
-    """The bounded queue in front of the model copies: at most `workers` requests decode and predict at once (one
-    per copy), and at most `waiting` more wait for their turn, so a flood of requests costs neither memory nor a
-    backlog its clients have long given up on. Past both, a request is answered 503 at once; a request whose
-    client has gone by its turn is dropped unstarted."""
+    """The bounded queue in front of the model copies: at most `workers` requests decode and predict at once, and
+    at most `waiting` more wait for their turn, so a flood of requests costs neither memory nor a backlog its
+    clients have long given up on. Past both, a request is answered 503 at once; a request whose client has gone
+    by its turn is dropped unstarted."""
 
     def __init__(self, workers, waiting):
         self.turns = asyncio.Semaphore(workers)
@@ -255,7 +262,7 @@ def build_app(name, pool, class_names, *, max_request_bytes, max_instances, max_
         known(request)
         return JSONResponse(described)
 
-    work = WorkQueue(pool.copies, max_queue)
+    work = WorkQueue(workers(pool.copies), max_queue)
 
     def answer(body):
         start = time.perf_counter()

@@ -29,7 +29,8 @@ TOKEN = "s3cret-token-for-the-test"
 
 @pytest.fixture(scope="module")
 def guarded(tiny_run, tmp_path_factory):  # noqa: F811
-    """A server with a token, a short --request_timeout, and one model copy with no waiting room."""
+    """A server with a token, a short --request_timeout, and one model copy with no waiting room: as many
+    requests at work as this machine has cores (serve.workers)."""
     token_file = tmp_path_factory.mktemp("token") / "token.txt"
     token_file.write_text(TOKEN + "\n")
     running = Server(tiny_run[1], "--token_file", str(token_file), "--request_timeout", str(TIMEOUT),
@@ -148,14 +149,20 @@ def test_a_client_gone_mid_body_is_one_log_line_without_a_traceback(guarded):
 # --- the queue ---------------------------------------------------------------------------------------------
 
 def test_a_request_past_the_queue_is_answered_503_at_once_with_retry_after(guarded):
-    """One model copy and no waiting room: while a request holds the only place (its body still arriving), the
-    next is refused at once; once that client goes, the next is answered."""
+    """No waiting room: while requests hold every place (their bodies still arriving), the next is refused at
+    once; once those clients go, the next is answered."""
     head = raw_request(guarded, "POST", f"/v1/models/{guarded.name}:predict",
                        authorized(guarded, **JSON, **{"Content-Length": "100000", "Expect": "100-continue"}))
-    with socket.create_connection(("127.0.0.1", guarded.port), timeout=CLOSED_WITHIN) as holder:
-        holder.sendall(head)
-        assert holder.recv(1024).startswith(b"HTTP/1.1 100 ")  # the server reads the body: the place is taken
+    holders = [socket.create_connection(("127.0.0.1", guarded.port), timeout=CLOSED_WITHIN)
+               for _ in range(serve.workers(1))]
+    try:
+        for holder in holders:
+            holder.sendall(head)
+            assert holder.recv(1024).startswith(b"HTTP/1.1 100 ")  # the server reads the body: a place is taken
         status, answer, headers = guarded.request("POST", f"/v1/models/{guarded.name}:predict", one_image(guarded))
+    finally:
+        for holder in holders:
+            holder.close()
     assert status == 503 and "--max_queue" in answer["error"] and headers["retry-after"] == "1"
     deadline = time.monotonic() + CLOSED_WITHIN
     while (status := guarded.request("POST", f"/v1/models/{guarded.name}:predict", one_image(guarded))[0]) == 503:
@@ -165,17 +172,22 @@ def test_a_request_past_the_queue_is_answered_503_at_once_with_retry_after(guard
 
 
 class GatedPool:
-    """A model with one copy whose first answer waits until the test lets it go; counts the answers it starts."""
+    """A model whose answers wait until the test lets them go; counts the answers it starts."""
     path, kind, input_shape, num_classes, copies = "gated.tflite", "tflite", (2, 2, 1), 2, 1
 
     def __init__(self):
-        self.started, self.release, self.calls = threading.Event(), threading.Event(), 0
+        self.release, self.calls, self.counting = threading.Event(), 0, threading.Lock()
 
     def predict(self, images):
-        self.calls += 1
-        self.started.set()
+        with self.counting:
+            self.calls += 1
         self.release.wait(30)
         return np.full((len(images), 2), 0.5, np.float32)
+
+    def wait_for_calls(self, count):
+        deadline = time.monotonic() + 30
+        while self.calls < count and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def test_work_for_a_client_gone_while_it_waited_is_not_started(caplog):
@@ -200,19 +212,21 @@ def test_work_for_a_client_gone_while_it_waited_is_not_started(caplog):
         await app(http_scope("POST", path, body), receive, send)
         return sent
 
+    at_work = serve.workers(pool.copies)
+
     async def scenario():
-        first_gone, second_gone = asyncio.Event(), asyncio.Event()
-        first = asyncio.create_task(client(first_gone))
-        await asyncio.to_thread(pool.started.wait, 30)  # the first holds the one copy
-        second = asyncio.create_task(client(second_gone))
-        await asyncio.sleep(0.2)  # the second has read its body and waits for its turn
-        second_gone.set()
+        staying, going = asyncio.Event(), asyncio.Event()
+        first = [asyncio.create_task(client(staying)) for _ in range(at_work)]
+        await asyncio.to_thread(pool.wait_for_calls, at_work)  # they take every turn
+        last = asyncio.create_task(client(going))
+        await asyncio.sleep(0.2)  # it has read its body and waits for a turn
+        going.set()
         pool.release.set()
-        return await first, await second
+        return await asyncio.gather(*first), await last
 
     with caplog.at_level("INFO", logger="serve"):
         first, _ = asyncio.run(scenario())
-    assert first[0]["status"] == 200 and pool.calls == 1
+    assert [sent[0]["status"] for sent in first] == [200] * at_work and pool.calls == at_work
     assert "client gone" in caplog.text and "Traceback" not in caplog.text
 
 
