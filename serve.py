@@ -214,9 +214,10 @@ class WorkQueue:
             self.taken -= 1
 
     async def run(self, request, work, *args):
-        """work(*args) in a worker thread at this request's turn, unless its client has gone by then."""
+        """work(*args) in a worker thread at this request's turn, unless its client has gone while it waited."""
+        waits = self.turns.locked()
         async with self.turns:
-            if await request.is_disconnected():
+            if waits and await request.is_disconnected():
                 raise ClientDisconnect()
             return await run_in_threadpool(work, *args)
 
