@@ -215,24 +215,15 @@ BACKGROUND = 255  # what transparent pixels show: white, as a page and most imag
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # A grey PNG with these chunks goes through Pillow: tRNS marks a transparent grey, and EXIF (eXIf, or a text chunk
 # holding EXIF or XMP) may turn the picture, which OpenCV's IMREAD_UNCHANGED would not do.
-PNG_CHUNKS_FOR_PILLOW = {b"tRNS", b"eXIf", b"tEXt", b"zTXt", b"iTXt"}
-
-
-def png_chunk_types(data):
-    """The type of each chunk of a PNG, in order, up to IEND or the end of the data."""
-    at = 8
-    while at + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, at)
-        yield kind
-        if kind == b"IEND":
-            return
-        at += 12 + length
+PNG_CHUNKS_FOR_PILLOW = (b"tRNS", b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 
 
 def plain_grey_png(data):
-    """An 8-bit greyscale PNG (IHDR: bit depth 8, colour type 0) without transparency or EXIF: KMLC's drawings."""
+    """An 8-bit greyscale PNG (IHDR: bit depth 8, colour type 0) without transparency or EXIF: KMLC's drawings.
+    The chunk types are looked for anywhere in the file, quicker than walking its chunks: the same four letters
+    inside compressed data only send a file the slower way."""
     return (data[:8] == PNG_SIGNATURE and data[24:26] == b"\x08\x00"
-            and PNG_CHUNKS_FOR_PILLOW.isdisjoint(png_chunk_types(data)))
+            and not any(kind in data for kind in PNG_CHUNKS_FOR_PILLOW))
 
 
 def over_background(image):

@@ -35,6 +35,7 @@ import tensorflow as tf
 from support.folders import SAVED_MODEL
 from support.images import BACKGROUND
 from support.labels import LABELS
+
 PIXELS = "pixels"  # the second signature's name and its input's
 TENSORFLOW_DIFFERS = ("an EXIF orientation is not applied: a photo the camera stored turned is prepared as stored, "
                       "where reader.decode_image turns it upright",

@@ -33,7 +33,8 @@ def encoded(image, fmt, **options):
 
 
 def png_chunk(kind, data, crc=None):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) if crc is None else crc)
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def grey_png(width, height, *chunks):
@@ -52,9 +53,12 @@ def tiff(order, width, height, orientation=None):
             (278, 4, height), (279, 4, len(pixels))] + ([(274, 3, orientation)] if orientation else [])
     tags.sort()
     pixels_at = 8 + 2 + 12 * len(tags) + 4
-    entries = b"".join(struct.pack(order + "HHI", tag, kind, 1) + (
-        struct.pack(order + "HH", value, 0) if kind == 3 else struct.pack(order + "I", pixels_at if tag == 273 else value))
-        for tag, kind, value in tags)
+
+    def field(kind, value):  # a value held in the entry itself: a SHORT first, then padding; a LONG whole
+        return struct.pack(order + "HH", value, 0) if kind == 3 else struct.pack(order + "I", value)
+
+    entries = b"".join(struct.pack(order + "HHI", tag, kind, 1) + field(kind, pixels_at if tag == 273 else value)
+                       for tag, kind, value in tags)  # 273, StripOffsets: where the pixels start
     magic = b"II*\x00" if order == "<" else b"MM\x00*"
     return magic + struct.pack(order + "I", 8) + struct.pack(order + "H", len(tags)) + entries + bytes(4) + pixels
 
@@ -196,7 +200,8 @@ def test_a_grey_png_of_8000x8000_behind_a_bad_crc_or_a_huge_text_chunk_is_refuse
     """62 KB on the wire, 64 MB decoded: Pillow gives up on such a header, which once waved it through."""
     bad_crc = png_chunk(b"tEXt", b"Comment\x00hello", crc=0)
     rng = np.random.default_rng(0)
-    huge_text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(rng.integers(0, 256, 2 << 20, np.uint8).tobytes()))
+    noise = rng.integers(0, 256, 2 << 20, np.uint8).tobytes()  # 2 MB that do not compress
+    huge_text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(noise))
     for extra in (bad_crc, huge_text):
         data = grey_png(8000, 8000, extra)
         started = time.perf_counter()
