@@ -8,32 +8,16 @@ import math
 
 import keras
 import numpy as np
-from PIL import Image
 
 import config
 from reader import DataReader
 from support import imgaug_shim
+from support.images import prepare
 from support.errors import UserError
 from support.ids import mix64
 
 MODES = ("train", "val", "test")
 DEFAULT = config.RunConfig()  # the declared defaults (config.SETTINGS), for batches made outside a run
-
-
-def prepare(image, input_size, channels):
-    """uint8 H×W×C of any size and channel count -> uint8 at `input_size` (H, W) with `channels` channels.
-
-    The single place where images are resized and converted: training, calibration, evaluation and
-    prediction all go through it, so a deployed model sees exactly what training saw."""
-    height, width = input_size
-    if image.shape[2] == channels and image.shape[:2] == (height, width):
-        return image
-    picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
-    picture = picture.convert("L" if channels == 1 else "RGB")
-    if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.BILINEAR)
-    array = np.asarray(picture, dtype=np.uint8)
-    return array[:, :, None] if channels == 1 else array
 
 
 def in_train_split(id_keys, seed, train_ratio):

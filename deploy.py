@@ -189,7 +189,7 @@ def write_saved_model(args, settings, path, model, val_batches, expected):
     return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
             "run": storage.absolute(args.read_from), "bytes": saved_model_export.folder_bytes(path),
             "agreement": {**saved_model_export.agreement(saved_model_export.served(path, files), expected),
-                          "with": "the Keras model on datagen.prepare's pixels of the same files, as predict.py"},
+                          "with": "the Keras model on support.images.prepare's pixels of the same files, as predict.py"},
             "differences": list(saved_model_export.TENSORFLOW_DIFFERS)}
 
 

@@ -7,7 +7,7 @@
 
 Headless: each picture is a matplotlib Figure of its own, rendered to PNG bytes, never a window, and no global
 backend is chosen (a notebook that imports this module keeps its own). The jitter preview runs
-the template's own pipeline, datagen.prepare and datagen.default_augmenter, so it shows exactly what
+the template's own pipeline, images.prepare and datagen.default_augmenter, so it shows exactly what
 training with --jitter sees.
 """
 from support import startup
@@ -151,7 +151,8 @@ def spread_sample(labels, count, seed):
 def jitter_preview(reader, path, input_size=(28, 28), channels=1, count=8, versions=3, seed=0, title=None):
     """A grid: each row one image as the model sees it un-jittered, then `versions` jittered versions of it
     (the template's augmenter, seeded differently per column)."""
-    from datagen import default_augmenter, prepare
+    from datagen import default_augmenter
+    from support.images import prepare
 
     indices = spread_sample(reader.labels, count, seed)
     originals = np.stack([prepare(reader.load(i), input_size, channels) for i in indices])

@@ -6,7 +6,7 @@
 
 Reads anything DataReader reads (the KMLC unlabeled test TFRecords with `image` + `image_id`, image folders,
 single image files, QuickDraw .npy files); labels in the data, if any, are ignored. Images are resized and
-converted by datagen.prepare to the model's own input shape, as in training. Keras (.keras, .h5) and LiteRT
+converted by support.images.prepare to the model's own input shape, as in training. Keras (.keras, .h5) and LiteRT
 (.tflite, int8 or float) models answer the same way.
 
 The CSV has `id,class,name,prob` (the item's id: the TFRecord's image_id, or the image file's path; the

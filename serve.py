@@ -10,7 +10,7 @@ TensorFlow Serving's API, so clients written for it work unchanged: GET /v1/mode
 GET /v1/models/NAME/metadata (input shape and dtype, class names), POST /v1/models/NAME:predict with
 {"instances": [...]}, each instance {"b64": "<base64 of a JPEG/PNG file>"} or a nested list of 0-255 pixels of
 the model's input shape, answered with {"predictions": [...]}, one probability vector per instance.
-Images are decoded by support.images.decode_image and resized by datagen.prepare, as in training and predict.py,
+Images are decoded by support.images' decode_image and prepare, as in training and predict.py,
 so a served answer equals predict.py's for the same file. Every refused request is JSON {"error": "..."} of fixed
 text with a 4xx status (503 when busy), and the server goes on serving. An unexpected failure (a bug) is logged
 with its traceback and an id, and answered 500 {"error": "internal error", "id": ...}: the client learns nothing

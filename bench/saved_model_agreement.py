@@ -1,6 +1,6 @@
 """The SavedModel deploy.py writes, given image files as a server is, against predict.py on the same files: top-1
 agreement and the largest probability gap on the shared photos and drawings; and the export's image preparation
-against datagen.prepare's, pixel by pixel, beside the preparations it was chosen over.
+against support.images.prepare's, pixel by pixel, beside the preparations it was chosen over.
 
     REAL_DATA_DIR=../shared/data .venv/bin/python bench/saved_model_agreement.py      # ~15 minutes on 2 cores
     REAL_DATA_DIR=../shared/data .venv/bin/python bench/saved_model_agreement.py --sets cats --work_dir /tmp/sma
@@ -14,7 +14,7 @@ tf.saved_model.load, then answers each image's file (DataReader.encoded: the JPE
 batches of 32. Printed per set: images, top-1 agreement, largest and mean probability gap.
 
 The variants, on a seeded sample of --variant_images per set: the export's preparation and three others, each
-compared with datagen.prepare's pixels (share of pixels equal, largest difference) and, through the run's Keras
+compared with support.images.prepare's pixels (share of pixels equal, largest difference) and, through the run's Keras
 model, with predict.py's answers (top-1 agreement, largest probability gap).
 """
 import argparse
@@ -32,7 +32,8 @@ from support import startup  # noqa: E402
 startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
 import tensorflow as tf  # noqa: E402
 
-from datagen import prepare, select  # noqa: E402
+from datagen import select  # noqa: E402
+from support.images import prepare  # noqa: E402
 from few_shot import run  # noqa: E402  a tool in its own process; its output if it fails
 from reader import DataReader  # noqa: E402
 from support.folders import SAVED_MODEL  # noqa: E402
@@ -84,7 +85,7 @@ def variants(input_size, channels):
 
 
 def variant_rows(reader, indices, classifier, expected, ids):
-    """One row per variant: pixel agreement with datagen.prepare and, through the Keras model, with predict.py."""
+    """One row per variant: pixel agreement with support.images.prepare and, through the Keras model, with predict.py."""
     height, width, channels = classifier.input_shape
     reference = np.stack([prepare(reader.load(i), (height, width), channels) for i in indices])
     rows = []

@@ -1,4 +1,5 @@
-"""The one image decoder: bytes of an image file -> uint8 H×W×C, for every reader, predict.py and serve.py alike.
+"""The one image decoder, bytes of an image file -> uint8 H×W×C, and the one preparation of pixels for a model's
+input (prepare), for every reader, the batches, predict.py and serve.py alike.
 
 An image is measured from its header bytes before anything decodes it (a 60 KB PNG can declare 8000×8000 pixels,
 and a header a library gives up on must not wave the file through), and only the formats in ACCEPTED are opened:
@@ -271,3 +272,19 @@ def decode_image(data, name, max_pixels=MAX_PIXELS):
                 image = image.convert("L" if image.mode in ("1", "F") else "RGB")
             array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
+
+
+def prepare(image, input_size, channels):
+    """uint8 H×W×C of any size and channel count -> uint8 at `input_size` (H, W) with `channels` channels.
+
+    The single place where images are resized and converted: training, calibration, evaluation and
+    prediction all go through it, so a deployed model sees exactly what training saw."""
+    height, width = input_size
+    if image.shape[2] == channels and image.shape[:2] == (height, width):
+        return image
+    picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    picture = picture.convert("L" if channels == 1 else "RGB")
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.BILINEAR)
+    array = np.asarray(picture, dtype=np.uint8)
+    return array[:, :, None] if channels == 1 else array

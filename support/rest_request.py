@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from datagen import prepare
+from support.images import prepare
 from support.errors import UserError
 from support.images import decode_image, measure
 

@@ -2,7 +2,7 @@
 
 Those servers hand the model what a client sends, an image file's bytes, and answer with what the graph returns; no
 code of this template runs there. So the export carries the image preparation inside its graph, written to give the
-very pixels reader.decode_image and datagen.prepare give (Pillow's decoding, its "L"/"RGB" conversion and its
+very pixels support.images' decode_image and prepare give (Pillow's decoding, its "L"/"RGB" conversion and its
 BILINEAR resize). Figures from bench/saved_model_agreement.py on the shared photos (README: "Serving at scale"):
 
 - JPEG is decoded with the accurate integer DCT, as libjpeg does for Pillow: it gives Pillow's pixels exactly.
@@ -122,7 +122,7 @@ def resized(image, input_size):
 
 
 def prepared(data, input_size, channels):
-    """One image file's bytes -> uint8 (H, W, C) at the model's input: datagen.prepare(reader.decode_image(data))."""
+    """One image file's bytes -> uint8 (H, W, C) at the model's input: prepare(decode_image(data)) of support/images.py."""
     return tf.cast(resized(converted(composited(data, decoded(data)), channels), input_size), tf.uint8)
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import write_npy
-from datagen import BatchGenerator, ImageGenerator, default_augmenter, prepare, select
+from datagen import BatchGenerator, ImageGenerator, default_augmenter, select
+from support.images import prepare
 from reader import DataReader
 from support.errors import UserError
 

@@ -19,7 +19,7 @@ import pytest
 
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, write_npy
-from datagen import prepare
+from support.images import prepare
 from models import efficientnet_lite
 from reader import DataReader
 from support import pytorch_weights

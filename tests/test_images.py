@@ -14,7 +14,7 @@ import pytest
 from PIL import EpsImagePlugin, Image, ImageFile
 
 from conftest import ROOT
-from datagen import prepare
+from support.images import prepare
 from reader import DataReader
 from support import images
 from support.errors import UserError

@@ -1,4 +1,4 @@
-"""The SavedModel deploy.py writes: its image preparation against reader.decode_image + datagen.prepare, its
+"""The SavedModel deploy.py writes: its image preparation against reader.decode_image + support.images.prepare, its
 answers against predict.py's (loaded as a server loads it, in a fresh process), its signatures as saved_model_cli
 shows them, adding a version, and bad input."""
 import csv
@@ -20,7 +20,7 @@ import deploy
 import predict
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, run_cli
-from datagen import prepare
+from support.images import prepare
 from reader import DataReader
 from support import saved_model_export
 from support.images import decode_image
