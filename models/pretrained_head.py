@@ -2,18 +2,17 @@
 
 A new model on another Keras application backbone needs only its own construct() calling the first two, and spec().
 """
-import contextlib
 import os
+import re
 
 import keras
 from keras import layers
-# Keras applications fetch their ImageNet weights through this module's get_file; watching that one call
-# is how a failed download can name the exact file Keras wanted without recomputing its name here.
-from keras.src.utils import file_utils
 
 from models import ModelSpec
 
 HEAD = "classifier"  # the output layer's name: what --freeze_epochs trains first (each model's SPEC.head)
+# What Keras' get_file raises when a download fails; its URL names the file it wanted.
+FETCH_FAILURE = re.compile(r"URL fetch failure on (\S+?):? ")
 
 
 def checked_weights(weights):
@@ -25,25 +24,19 @@ def checked_weights(weights):
     return str(weights)
 
 
-@contextlib.contextmanager
-def download_failure_names_the_file():
-    """While Keras builds an application: a failed weights download becomes one ValueError naming the file
-    and where to put it by hand (build_model reports ValueErrors as one `error:` line)."""
-    get_file = file_utils.get_file
-
-    def get_file_or_explain(fname=None, origin=None, **kwargs):
-        try:
-            return get_file(fname, origin, **kwargs)
-        except Exception as error:
-            raise ValueError(f"cannot download the ImageNet weights {fname} ({error}): put {fname} into "
-                             f"~/.keras/models/ ($KERAS_HOME/models/ when KERAS_HOME is set), or pass the path of a "
-                             f"local weights file as weights") from error
-
-    file_utils.get_file = get_file_or_explain
+def downloaded(application, **arguments):
+    """application(**arguments), a Keras application; a failed weights download becomes one ValueError naming the
+    file and where to put it by hand (build_model reports ValueErrors as one `error:` line)."""
     try:
-        yield
-    finally:
-        file_utils.get_file = get_file
+        return application(**arguments)
+    except Exception as error:
+        failed = FETCH_FAILURE.search(str(error))
+        if not failed:
+            raise
+        name = os.path.basename(failed.group(1))
+        raise ValueError(f"cannot download the ImageNet weights {name} ({error}): put {name} into ~/.keras/models/ "
+                         f"($KERAS_HOME/models/ when KERAS_HOME is set), or pass the path of a local weights file as "
+                         f"weights") from error
 
 
 def backbone(application, input_shape, alpha, weights, bn_momentum):
@@ -51,9 +44,8 @@ def backbone(application, input_shape, alpha, weights, bn_momentum):
 
     Keras builds MobileNet v2's BatchNorm with momentum 0.999 (v1: 0.99): with tens of steps per epoch the
     moving statistics never catch up, and validation predicts one class. 0.9 catches up within an epoch."""
-    with download_failure_names_the_file():
-        base = application(input_shape=tuple(input_shape), alpha=alpha, include_top=False,
-                           weights=checked_weights(weights))
+    base = downloaded(application, input_shape=tuple(input_shape), alpha=alpha, include_top=False,
+                      weights=checked_weights(weights))
     for layer in base.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(bn_momentum)
