@@ -21,7 +21,7 @@ import numpy as np
 import loss
 import models
 from reader import FORMATS
-from support import class_weight, distribute, doodles, storage
+from support import class_weight, curation, distribute, doodles, storage
 from support.errors import (UserError, comma_list, image_size, json_object, non_negative_float, non_negative_int,
                             positive_float, positive_int, ratio)
 
@@ -50,6 +50,7 @@ OPTIMIZERS = {
 SCHEDULES = ("cosine", "constant")  # cosine: decays to 0 over the run, which steadies the last epochs
 
 SAMPLE_DATA = doodles.FOLDER
+DATA_TOOLS = ("train", "doctor")  # the tools that read --data and split it as training does
 CONFIG_FILE = "config.json"
 AS_DEFAULT = object()  # Setting.before of a setting whose default is what runs from before it trained with
 
@@ -84,14 +85,21 @@ class Setting:
 # Every setting of a run (config.json), and the flags several tools share, in --help's order.
 SETTINGS = (
     Setting("data", [SAMPLE_DATA], "data sources: folders, files or globs", nargs="+", searchable=False,
-            shown=f"synthetic doodles in {SAMPLE_DATA}, written on first use", required=True),
+            shown=f"synthetic doodles in {SAMPLE_DATA}, written on first use", required=True, tools=DATA_TOOLS),
     Setting("data_format", "auto", "format of --data", choices=("auto", *FORMATS), searchable=False,
-            required=True),
+            required=True, tools=DATA_TOOLS),
     Setting("val_data", None, "a separate validation source; replaces the split of --data", nargs="+",
-            searchable=False, shown="the split of --data"),
-    Setting("train_ratio", 0.8, "share of --data that trains", type=ratio, required=True),
-    Setting("max_per_class", None, "cap on items per class", type=positive_int, shown="all"),
-    Setting("classes", None, "comma-separated classes to use", type=comma_list, searchable=False, shown="all"),
+            searchable=False, shown="the split of --data", tools=DATA_TOOLS),
+    Setting("train_ratio", 0.8, "share of --data that trains", type=ratio, required=True, tools=DATA_TOOLS),
+    Setting("max_per_class", None, "cap on items per class", type=positive_int, shown="all", tools=DATA_TOOLS),
+    Setting("classes", None, "comma-separated classes to use", type=comma_list, searchable=False, shown="all",
+            tools=DATA_TOOLS),
+    Setting("exclude", None, "leave these items out of training and validation: doctor.py's label_issues.csv or "
+            "duplicates.csv (their path column), or a file of paths or ids, one a line", type=curation.read_exclude,
+            metavar="FILE", searchable=False, shown="none", tools=DATA_TOOLS),
+    Setting("split_groups", None, "keep copies on one side of the split: doctor.py's duplicates.csv (each "
+            "connected set of copies splits as one item)", type=curation.read_groups, metavar="DUPLICATES_CSV",
+            searchable=False, shown="none", tools=DATA_TOOLS),
     Setting("save_to", "progress/run", "run folder to write", searchable=False),
     Setting("model", "quickdraw_cnn", "model to train, with its default input: " + ", ".join(
         f"{name} {'x'.join(map(str, spec.input_size))}x{spec.channels}"
@@ -128,7 +136,7 @@ SETTINGS = (
     Setting("jitter", False, "imgaug augmentation of training images (after any --freeze_epochs)"),
     Setting("early_stopping", 0, "patience in epochs, 0 = off", type=non_negative_int),
     Setting("keep_checkpoints", 3, "how many per-epoch checkpoints to keep", type=non_negative_int),
-    Setting("seed", 0, "seed of the split, shuffling and jitter", type=int, required=True),
+    Setting("seed", 0, "seed of the split, shuffling and jitter", type=int, required=True, tools=DATA_TOOLS),
     Setting("workers", 1, "parallel batch loaders", type=positive_int),
     Setting("cache_mb", 1024, "memory for prepared images, per split; 0 = decode every epoch",
             type=non_negative_int, before=0),

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from reader import DataReader
+from support import curation
 from support.errors import UserError
 from support.ids import mix64
 
@@ -50,7 +51,8 @@ def in_train_split(id_keys, seed, train_ratio):
 
 
 def select(reader, mode, seed=0, train_ratio=0.8, limit=None):
-    """Indices of the reader's items in a mode's split; `limit` keeps a seeded random sample of them."""
+    """Indices of the reader's items in a mode's split, less those it leaves out; `limit` keeps a seeded random
+    sample of them."""
     if mode not in MODES:
         raise UserError(f"unknown mode '{mode}'; choose from: {', '.join(MODES)}")
     if not 0.0 < train_ratio <= 1.0:
@@ -60,6 +62,7 @@ def select(reader, mode, seed=0, train_ratio=0.8, limit=None):
     else:
         train = in_train_split(reader.id_keys, seed, train_ratio)
         indices = np.flatnonzero(train if mode == "train" else ~train)
+    indices = indices[~reader.left_out[indices]]
     if len(indices) == 0:
         raise UserError(f"the {mode} split of {reader} is empty (train_ratio {train_ratio})")
     return seeded_sample(indices, limit, seed)
@@ -202,9 +205,11 @@ class ImageGenerator:
 
 
 def open_run_data(settings):
-    """The readers a run's settings name: (training source, separate validation source or None)."""
+    """The readers a run's settings name: (training source, separate validation source or None), without the items
+    --exclude names and with --split_groups' copies keeping together."""
     train = DataReader(settings["data"], settings["data_format"], settings["classes"], settings["max_per_class"])
     val = DataReader(settings["val_data"], classes=train.class_names) if settings["val_data"] else None
+    curation.apply(settings, train, val)
     return train, val
 
 

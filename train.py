@@ -204,8 +204,12 @@ def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), e
     done = callbacks.epochs_done(run_dir) if resume else 0
     model = compiled_model(settings, len(train_gen), done)
     onednn.check(model)
+    left_out = sum(int(reader.left_out.sum()) for reader in (train_reader, val_reader) if reader is not None)
     print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
           f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
+          + (f"; {left_out} left out (--exclude)" if left_out else "")
+          + (f"; {len(settings['split_groups'])} groups of copies each on one side (--split_groups)"
+             if settings["split_groups"] else "")
           + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))
     if class_weights:
         print(f"loss weight of each class (--class_weight): "
