@@ -8,7 +8,7 @@ from conftest import ROOT
 
 # The design card's files, transfer.py, and the commands people run.
 TOP_LEVEL = {"config", "reader", "datagen", "loss", "callbacks", "train", "deploy", "transfer", "evaluate", "predict",
-             "serve", "tune", "plots"}
+             "serve", "tune", "plots", "doctor"}
 
 
 def test_the_top_level_holds_what_a_user_edits_and_runs_only():
