@@ -18,7 +18,6 @@ the split of each copy) and odd_images.csv (`path,issue,value`), and prints one 
 - odd images: unreadable, tiny, blank, very dark or bright, blurry (support/image_checks.py).
 """
 import os
-import sys
 import time
 
 # One BLAS thread for the probe's small matrix products, set before NumPy loads OpenBLAS: on 2 busy cores (load 7)
@@ -209,8 +208,7 @@ def main(argv=None, feature_model=None):
     print(f"odd images: {count_line(odd_kinds)}: {os.path.join(folder, ODD_IMAGES)}"
           + (f" (unreadable: {first_of(survey.unreadable, 3)})" if survey.unreadable else ""))
     print(balance_line(survey, class_names))
-    print(f"checked {len(survey.refs):,} items in {time.perf_counter() - start:.1f} s; report: {folder}",
-          file=sys.stderr)
+    print(f"checked {len(survey.refs):,} items in {time.perf_counter() - start:.1f} s; report: {folder}")
 
 
 if __name__ == "__main__":
