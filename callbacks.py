@@ -1,4 +1,8 @@
-"""The callbacks every training run gets: what fills the run folder and what makes --resume work."""
+"""The callbacks every training run gets: what fills the run folder and what makes --resume work.
+
+Each writes whole files (support.storage) into `folder.path`, read at every write: a new run folder is written under
+a hidden name and published after its first finished epoch (support.folders.Destination), and the same callbacks go
+on writing there. The file names are support.folders'."""
 import csv
 import io
 import json
@@ -7,13 +11,8 @@ import re
 
 import keras
 
-from support import storage
-
-BEST_MODEL = "best.keras"
-HISTORY = "history.csv"
-BACKUP = "backup"
-CHECKPOINTS = "checkpoints"
-LOGS = "logs"
+from support import storage, tensorboard_events
+from support.folders import BACKUP, BACKUP_STATE, BEST_MODEL, CHECKPOINTS, HISTORY, LOGS
 
 
 class EpochSeed(keras.callbacks.Callback):
@@ -40,73 +39,99 @@ def write_history(run_dir, rows):
     storage.write_csv(os.path.join(run_dir, HISTORY), [columns, *table])
 
 
-class HistoryLog(keras.callbacks.Callback):
-    """history.csv: one row per epoch, epoch counted from 0, then the logged metrics in name order.
-
-    Keras' CSVLogger keeps the file open for appending, which object stores (gs://) cannot do and which
-    leaves a torn last line after a crash; here the whole small file is rewritten after each epoch."""
-
-    def __init__(self, run_dir):
-        super().__init__()
-        self.run_dir = run_dir
-
-    def on_train_begin(self, logs=None):
-        self.rows = read_history(self.run_dir)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch, **{key: float(logs[key]) for key in sorted(logs or {})}})
-        write_history(self.run_dir, self.rows)
-
-
-class KeepLastCheckpoints(keras.callbacks.Callback):
-    """Saves `epoch_NNN.keras` after every epoch and deletes the oldest beyond the newest `keep`."""
-
-    PATTERN = re.compile(r"epoch_(\d+)\.keras$")
-
-    def __init__(self, folder, keep):
-        super().__init__()
-        self.folder, self.keep = folder, keep
-
-    def saved(self):
-        """Checkpoint files, oldest epoch first (by the number in the name, not by file time)."""
-        found = [(int(m.group(1)), name) for name in storage.listdir(self.folder)
-                 if (m := self.PATTERN.match(name))]
-        return [os.path.join(self.folder, name) for _, name in sorted(found)]
-
-    def on_epoch_end(self, epoch, logs=None):
-        storage.makedirs(self.folder)
-        self.model.save(os.path.join(self.folder, f"epoch_{epoch + 1:03d}.keras"))
-        for old in self.saved()[:-self.keep]:
-            storage.remove(old)
-
-
-class Backup(keras.callbacks.Callback):
-    """Crash-safe training state for --resume: weights with optimizer state, and the epochs done.
-
-    Keras' BackupAndRestore rewrites its files in place, so a kill -9 during a write leaves a backup that
-    cannot be read. Here each epoch's weights go to a new file, and state.json, replaced atomically once
-    they are whole, names them: whenever the process dies, the state of the last finished epoch survives."""
-
-    STATE = "state.json"
+class RunWriter(keras.callbacks.Callback):
+    """A callback that writes into the run folder `folder.path` (a support.folders.Destination)."""
 
     def __init__(self, folder):
         super().__init__()
         self.folder = folder
 
+    def inside(self, *names):
+        return os.path.join(self.folder.path, *names)
+
+
+class HistoryLog(RunWriter):
+    """history.csv: one row per epoch, epoch counted from 0, then the logged metrics in name order.
+
+    Keras' CSVLogger keeps the file open for appending, which object stores (gs://) cannot do and which
+    leaves a torn last line after a crash; here the whole small file is rewritten after each epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.rows = read_history(self.folder.path)
+
     def on_epoch_end(self, epoch, logs=None):
-        storage.makedirs(self.folder)
+        self.rows.append({"epoch": epoch, **{key: float(logs[key]) for key in sorted(logs or {})}})
+        write_history(self.folder.path, self.rows)
+
+
+class EpochLogs(RunWriter):
+    """logs/: each epoch's metrics for TensorBoard (`tensorboard --logdir progress`)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        tensorboard_events.write_epoch(self.inside(LOGS), epoch, logs or {})
+
+
+class BestModel(RunWriter):
+    """best.keras: the model of the best val_accuracy so far (above `best_so_far`, a resumed run's), saved whole.
+
+    Keras' ModelCheckpoint writes the file in place: a kill during the save would leave a truncated best model that
+    a resumed run, whose later epochs are not better, never rewrites."""
+
+    def __init__(self, folder, best_so_far=None):
+        super().__init__(folder)
+        self.best = best_so_far
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is not None and (self.best is None or accuracy > self.best):
+            self.best = float(accuracy)
+            storage.save_model(self.model, self.inside(BEST_MODEL))
+
+
+class KeepLastCheckpoints(RunWriter):
+    """Saves `epoch_NNN.keras` after every epoch and deletes the oldest beyond the newest `keep`."""
+
+    PATTERN = re.compile(r"epoch_(\d+)\.keras$")
+
+    def __init__(self, folder, keep):
+        super().__init__(folder)
+        self.keep = keep
+
+    def saved(self):
+        """Checkpoint files, oldest epoch first (by the number in the name, not by file time)."""
+        found = [(int(m.group(1)), name) for name in storage.listdir(self.inside(CHECKPOINTS))
+                 if (m := self.PATTERN.match(name))]
+        return [self.inside(CHECKPOINTS, name) for _, name in sorted(found)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        storage.save_model(self.model, self.inside(CHECKPOINTS, f"epoch_{epoch + 1:03d}.keras"))
+        for old in self.saved()[:-self.keep]:
+            storage.remove(old)
+
+
+class Backup(RunWriter):
+    """Crash-safe training state for --resume: weights with optimizer state, and the epochs done.
+
+    Keras' BackupAndRestore rewrites its files in place, so a kill -9 during a write leaves a backup that
+    cannot be read. Here each epoch's weights go to a new file, and state.json, replaced atomically once
+    they are whole, names them: whenever the process dies, the state of the last finished epoch survives.
+    With the first epoch's state written, a new run folder is whole: it is published (renamed into place)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        storage.makedirs(self.inside(BACKUP))
         weights = f"epoch_{epoch + 1:03d}.weights.h5"
-        self.model.save_weights(os.path.join(self.folder, weights))
+        self.model.save_weights(self.inside(BACKUP, weights))
         state = {"epochs_done": epoch + 1, "weights": weights}
-        storage.write(os.path.join(self.folder, self.STATE), json.dumps(state))
-        for old in storage.listdir(self.folder):
+        storage.write(self.inside(BACKUP, BACKUP_STATE), json.dumps(state))
+        for old in storage.listdir(self.inside(BACKUP)):
             if old.endswith(".weights.h5") and old != weights:
-                storage.remove(os.path.join(self.folder, old))
+                storage.remove(self.inside(BACKUP, old))
+        self.folder.publish()
 
 
 def read_backup(run_dir):
     """The backup state of a run ({"epochs_done", "weights"}), or None before the first finished epoch."""
-    path = os.path.join(run_dir, BACKUP, Backup.STATE)
+    path = os.path.join(run_dir, BACKUP, BACKUP_STATE)
     return json.loads(storage.read_text(path)) if storage.isfile(path) else None
 
 
@@ -126,22 +151,16 @@ def restore(model, run_dir):
     return state["epochs_done"]
 
 
-def get(run_dir, generators=(), keep_checkpoints=3, early_stopping=0, best_so_far=None):
-    """The run's callbacks, in the order they must act at the end of an epoch.
+def get(folder, generators=(), keep_checkpoints=3, early_stopping=0, best_so_far=None):
+    """The run's callbacks, writing into `folder` (a support.folders.Destination), in the order they must act at
+    the end of an epoch.
 
-    The backup comes last: it marks an epoch done only once its history row and checkpoints are written.
-    `best_so_far` (on resume) keeps best.keras from being replaced by a worse epoch."""
-    callbacks = [
-        EpochSeed(generators),
-        keras.callbacks.TerminateOnNaN(),
-        HistoryLog(run_dir),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, BEST_MODEL), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, initial_value_threshold=best_so_far),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS)),
-    ]
+    The backup comes last: it marks an epoch done, and publishes a new run folder, only once its history row and
+    models are written. `best_so_far` (on resume) keeps best.keras from being replaced by a worse epoch."""
+    callbacks = [EpochSeed(generators), keras.callbacks.TerminateOnNaN(), HistoryLog(folder), EpochLogs(folder),
+                 BestModel(folder, best_so_far)]
     if keep_checkpoints > 0:
-        callbacks.append(KeepLastCheckpoints(os.path.join(run_dir, CHECKPOINTS), keep_checkpoints))
+        callbacks.append(KeepLastCheckpoints(folder, keep_checkpoints))
     if early_stopping > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=early_stopping))
-    callbacks.append(Backup(os.path.join(run_dir, BACKUP)))
-    return callbacks
+    return callbacks + [Backup(folder)]

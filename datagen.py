@@ -8,40 +8,16 @@ import math
 
 import keras
 import numpy as np
-from PIL import Image
 
+import config
 from reader import DataReader
-from support import curation
+from support import curation, imgaug_shim
+from support.images import prepare
 from support.errors import UserError
 from support.ids import mix64
 
-if not hasattr(np, "sctypes"):  # imgaug 0.4 reads names that NumPy 2 removed; restore them before importing it
-    np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64],
-                  "uint": [np.uint8, np.uint16, np.uint32, np.uint64],
-                  "float": [np.float16, np.float32, np.float64],
-                  "complex": [np.complex64, np.complex128],
-                  "others": [bool, object, bytes, str, np.void]}
-if not hasattr(np, "complex"):
-    np.complex = complex
-import imgaug.augmenters as iaa  # noqa: E402  (needs the names above)
-
 MODES = ("train", "val", "test")
-
-
-def prepare(image, input_size, channels):
-    """uint8 H×W×C of any size and channel count -> uint8 at `input_size` (H, W) with `channels` channels.
-
-    The single place where images are resized and converted: training, calibration, evaluation and
-    prediction all go through it, so a deployed model sees exactly what training saw."""
-    height, width = input_size
-    if image.shape[2] == channels and image.shape[:2] == (height, width):
-        return image
-    picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
-    picture = picture.convert("L" if channels == 1 else "RGB")
-    if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.BILINEAR)
-    array = np.asarray(picture, dtype=np.uint8)
-    return array[:, :, None] if channels == 1 else array
+DEFAULT = config.RunConfig()  # the declared defaults (config.SETTINGS), for batches made outside a run
 
 
 def in_train_split(id_keys, seed, train_ratio):
@@ -50,7 +26,7 @@ def in_train_split(id_keys, seed, train_ratio):
     return (draws >> np.uint64(11)).astype(np.float64) / 2.0 ** 53 < train_ratio
 
 
-def select(reader, mode, seed=0, train_ratio=0.8, limit=None):
+def select(reader, mode, seed=DEFAULT.seed, train_ratio=DEFAULT.train_ratio, limit=None):
     """Indices of the reader's items in a mode's split, less those it leaves out; `limit` keeps a seeded random
     sample of them."""
     if mode not in MODES:
@@ -76,7 +52,7 @@ def seeded_sample(indices, limit, seed):
     return np.sort(np.random.default_rng([seed, len(indices)]).choice(indices, limit, replace=False))
 
 
-def drawing_augmenter():
+def drawing_augmenter(iaa):
     """Small geometric changes for strokes on a plain background (either polarity: borders copy the edge)."""
     return iaa.Sequential([
         iaa.Fliplr(0.5),
@@ -85,7 +61,7 @@ def drawing_augmenter():
     ])
 
 
-def photo_augmenter():
+def photo_augmenter(iaa):
     """Geometry, light and a little blur/noise: what changes between two photos of the same class.
 
     Strong enough to matter on a few thousand photos trained from scratch, where it is the main defence
@@ -102,8 +78,9 @@ def photo_augmenter():
 
 
 def default_augmenter(channels):
-    """Grey inputs are taken to be drawings, colour inputs photos."""
-    return drawing_augmenter() if channels == 1 else photo_augmenter()
+    """Grey inputs are taken to be drawings, colour inputs photos. imgaug is imported here, first used."""
+    iaa = imgaug_shim.augmenters()
+    return drawing_augmenter(iaa) if channels == 1 else photo_augmenter(iaa)
 
 
 class BatchGenerator(keras.utils.PyDataset):
@@ -111,12 +88,15 @@ class BatchGenerator(keras.utils.PyDataset):
 
     `workers`, `use_multiprocessing` and `max_queue_size` go to PyDataset (Keras 3 takes them here, not in
     fit). Set `epoch` before an epoch starts (the EpochSeed callback does) to reshuffle and re-jitter.
+    `labels` replaces the reader's (evaluate.py's: the data's classes as the run's), and `indices` the split's
+    items, for a caller that chooses its own.
 
     Prepared (decoded, resized, un-jittered) images are kept in memory up to `cache_mb`: a photo takes far
     longer to decode and resize than to augment, and a small data set is read again every epoch."""
 
-    def __init__(self, reader, mode="train", batch_size=32, input_size=(28, 28), channels=1, jitter=False,
-                 seed=0, train_ratio=0.8, limit=None, shard=0, num_shards=1, whole_batches=False, cache_mb=0,
+    def __init__(self, reader, mode="train", batch_size=DEFAULT.batch_size, input_size=DEFAULT.input_size,
+                 channels=DEFAULT.channels, jitter=False, seed=DEFAULT.seed, train_ratio=DEFAULT.train_ratio,
+                 limit=None, shard=0, num_shards=1, whole_batches=False, cache_mb=0, labels=None, indices=None,
                  **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
@@ -129,7 +109,8 @@ class BatchGenerator(keras.utils.PyDataset):
         self.shard, self.num_shards = shard, num_shards
         self.whole_batches = whole_batches or num_shards > 1
         self.input_size, self.channels, self.seed = tuple(input_size), channels, seed
-        self.indices = select(reader, mode, seed, train_ratio, limit)
+        self.labels = reader.labels if labels is None else np.asarray(labels)
+        self.indices = select(reader, mode, seed, train_ratio, limit) if indices is None else np.asarray(indices)
         if self.whole_batches and len(self.indices) < batch_size:
             raise UserError(f"the {mode} split of {reader} has {len(self.indices)} items, fewer than one batch of "
                             f"{batch_size}, and data-parallel training takes whole batches only; use a smaller "
@@ -159,6 +140,10 @@ class BatchGenerator(keras.utils.PyDataset):
             self._order_of_epoch = (self.epoch, order)
         return self._order_of_epoch[1]
 
+    def chosen(self, index):
+        """The items of batch `index` of this epoch."""
+        return self.order()[index * self.batch_size:(index + 1) * self.batch_size]
+
     def prepared(self, chosen):
         """The batch's images at the input size: from the cache, the rest loaded in one call (and cached)."""
         missing = [i for i in chosen if i not in self.cache]
@@ -173,13 +158,13 @@ class BatchGenerator(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
-        chosen = self.order()[index * self.batch_size:(index + 1) * self.batch_size]
+        chosen = self.chosen(index)
         images = self.prepared(chosen)
         if self.augmenter is not None:
             augmenter = self.augmenter.deepcopy()  # a private copy: threads must not share one RNG
             augmenter.seed_(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
             images = augmenter(images=images)
-        return images.astype(np.float32), self.reader.labels[chosen].astype(np.int32)
+        return images.astype(np.float32), self.labels[chosen].astype(np.int32)
 
 
 class ImageGenerator:
@@ -187,7 +172,8 @@ class ImageGenerator:
 
     Calibrating int8 quantization on anything else (jittered, differently resized) skews the ranges."""
 
-    def __init__(self, reader, input_size, channels, mode="train", seed=0, train_ratio=0.8, limit=300):
+    def __init__(self, reader, input_size, channels, limit, mode="train", seed=DEFAULT.seed,
+                 train_ratio=DEFAULT.train_ratio):
         self.reader, self.input_size, self.channels = reader, tuple(input_size), channels
         self.indices = select(reader, mode, seed, train_ratio, limit)
 
@@ -205,10 +191,10 @@ class ImageGenerator:
 
 
 def open_run_data(settings):
-    """The readers a run's settings name: (training source, separate validation source or None), without the items
-    --exclude names and with --split_groups' copies keeping together."""
-    train = DataReader(settings["data"], settings["data_format"], settings["classes"], settings["max_per_class"])
-    val = DataReader(settings["val_data"], classes=train.class_names) if settings["val_data"] else None
+    """The readers a run's settings (a config.RunConfig) name: (training source, separate validation source or
+    None), without the items --exclude names and with --split_groups' copies keeping together."""
+    train = DataReader(settings.data, settings.data_format, settings.classes, settings.max_per_class)
+    val = DataReader(settings.val_data, classes=train.class_names) if settings.val_data else None
     curation.apply(settings, train, val)
     return train, val
 
@@ -220,11 +206,11 @@ def run_batches(settings, train_reader, val_reader, limit=None, shard=0, num_sha
     `limit` caps the validation items (a seeded sample); `shard` of `num_shards` is this process's share
     in multi-process training; `whole_batches` drops partial batches (data-parallel training);
     `loader_options` go to PyDataset."""
-    common = dict(batch_size=settings["batch_size"], input_size=settings["input_size"],
-                  channels=settings["channels"], seed=settings["seed"], shard=shard, num_shards=num_shards,
-                  whole_batches=whole_batches, cache_mb=settings["cache_mb"], **loader_options)
-    ratio = 1.0 if val_reader else settings["train_ratio"]
-    train = BatchGenerator(train_reader, "train", jitter=settings["jitter"], train_ratio=ratio, **common)
+    common = dict(batch_size=settings.batch_size, input_size=settings.input_size, channels=settings.channels,
+                  seed=settings.seed, shard=shard, num_shards=num_shards, whole_batches=whole_batches,
+                  cache_mb=settings.cache_mb, **loader_options)
+    ratio = 1.0 if val_reader else settings.train_ratio
+    train = BatchGenerator(train_reader, "train", jitter=settings.jitter, train_ratio=ratio, **common)
     val = (BatchGenerator(val_reader, "test", limit=limit, **common) if val_reader else
            BatchGenerator(train_reader, "val", train_ratio=ratio, limit=limit, **common))
     return train, val

@@ -14,23 +14,28 @@ class names), which MediaPipe Tasks and the TFLite Task Library read.
 adds version 2 of the SavedModel to an existing deploy folder, beside version 1, which is how TensorFlow Serving
 rolls out a new model: it serves the highest version it finds.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
 import json
 import os
 
-from support import console  # first: quiets TensorFlow's import (see console.py)
 import keras
 import numpy as np
 
 import config
 from datagen import ImageGenerator, open_run_data, run_batches
-from support import edgetpu, edgetpu_limits, saved_model_export, storage, tflite_metadata
+from support import console, edgetpu, edgetpu_limits, folders, saved_model_export, storage, tflite_metadata
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
-from support.inference import is_deploy_folder, latency_ms, load_classifier, model_in, predict_batches
+from support.folders import INT8_MODEL, KERAS_H5, REPORT, SAVED_MODEL
+from support.inference import latency_ms, load_classifier, model_in, predict_batches
 from support.labels import LABELS, labels_from_text
 
 ARTIFACTS = ("h5", "tflite", "edgetpu", "saved_model")
-REPORT = "deploy_report.json"
 
 
 def formats(text):
@@ -72,13 +77,13 @@ def parse_args(argv=None):
 
 
 def check_deploy_folder(save_to, overwrite):
-    """Refuse to touch an existing folder unless asked, and then only one that deploy.py wrote."""
+    """Refuse to touch an existing folder unless asked, and then only one that holds nothing but what deploy.py
+    writes."""
     if not storage.exists(save_to):
         return
     if not overwrite:
         raise UserError(f"{save_to} already exists; pass --overwrite to replace it")
-    if not is_deploy_folder(save_to):
-        raise UserError(f"refusing to overwrite {save_to}: it is not a deploy folder (no {LABELS})")
+    folders.check_replaceable(folders.DEPLOY, save_to)
 
 
 def adds_version(args):
@@ -90,11 +95,12 @@ def check_new_version(args, class_names):
     """A version is added only to a deploy folder that has a SavedModel of the same classes, and replaces one only
     with --overwrite. Returns the folder's report, which will record the new version."""
     folder, version = args.save_to, args.saved_model_version
-    if not is_deploy_folder(folder):
-        raise UserError(f"{folder} exists and is not a deploy folder (no {LABELS}); give a new --save_to, or a "
-                        f"deploy folder to add SavedModel version {version} to")
-    if not storage.isdir(os.path.join(folder, saved_model_export.FOLDER)):
-        raise UserError(f"{folder} has no {saved_model_export.FOLDER}/ to add version {version} to; deploy the run "
+    if not folders.is_deploy_folder(folder):
+        raise UserError(f"{folder} exists and is not a deploy folder (no {' or '.join(folders.DEPLOY.markers)}); "
+                        f"give a new --save_to, or a deploy folder to add SavedModel version {version} to")
+    folders.check_complete_deploy_folder(folder)
+    if not storage.isdir(os.path.join(folder, SAVED_MODEL)):
+        raise UserError(f"{folder} has no {SAVED_MODEL}/ to add version {version} to; deploy the run "
                         f"there with saved_model among --formats (and --overwrite), or give a new --save_to")
     labels = os.path.join(folder, LABELS)
     theirs = labels_from_text(storage.read_text(labels))
@@ -104,12 +110,12 @@ def check_new_version(args, class_names):
                         f"--save_to")
     target = saved_model_export.version_folder(folder, version)
     if storage.exists(target) and not args.overwrite:
-        existing = storage.listdir(os.path.join(folder, saved_model_export.FOLDER))
+        existing = storage.listdir(os.path.join(folder, SAVED_MODEL))
         raise UserError(f"{target} already exists (versions there: {', '.join(sorted(existing, key=str))}); choose "
                         f"another --saved_model_version or pass --overwrite to replace version {version}")
     report_path = os.path.join(folder, REPORT)
     try:
-        return json.loads(storage.read_text(report_path)) if storage.isfile(report_path) else {}
+        return json.loads(storage.read_text(report_path))
     except ValueError as error:
         raise UserError(f"cannot read {report_path} to record version {version} in: {error}") from error
 
@@ -145,11 +151,11 @@ def to_int8_tflite(model, calibration):
 
 def described(model_bytes, settings, run_dir):
     """The int8 model with TFLite Model Metadata: what an app that gets only this file needs to name its answers."""
-    names = settings["class_names"]
+    names = settings.class_names
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     return tflite_metadata.write(
-        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings["started"],
-        description=f"{settings['model']} image classifier of {len(names)} classes ({shown}), trained by the Keras "
+        model_bytes, name=os.path.basename(os.path.normpath(run_dir)), version=settings.started,
+        description=f"{settings.model} image classifier of {len(names)} classes ({shown}), trained by the Keras "
                     f"template; run {storage.absolute(run_dir)}", class_names=names)
 
 
@@ -174,16 +180,17 @@ def measure(path, val_batches, image):
             "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}, probabilities
 
 
-def write_saved_model(args, settings, folder, model, val_batches, expected):
-    """saved_model/<version>/ in the local working folder, and what the report says of it: its size, and how its
-    serving_default, given the validation images' files, agrees with `expected`, predict.py's answers for them."""
-    path = saved_model_export.version_folder(folder, args.saved_model_version)
-    saved_model_export.export(model, settings["class_names"], path)
+def write_saved_model(args, settings, path, model, val_batches, expected):
+    """The SavedModel in `path`, a local working folder for saved_model/<version>/, and what the report says of it:
+    its size, and how its serving_default, given the validation images' files, agrees with `expected`, predict.py's
+    answers for them."""
+    saved_model_export.export(model, settings.class_names, path)
     files = [val_batches.reader.encoded(i) for i in val_batches.indices]
     return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
             "run": storage.absolute(args.read_from), "bytes": saved_model_export.folder_bytes(path),
             "agreement": {**saved_model_export.agreement(saved_model_export.served(path, files), expected),
-                          "with": "the Keras model on datagen.prepare's pixels of the same files, as predict.py"}}
+                          "with": "the Keras model on support.images.prepare's pixels of the same files, as predict.py"},
+            "differences": list(saved_model_export.TENSORFLOW_DIFFERS)}
 
 
 def compile_edgetpu(compiler, tflite_path, folder, save_to, min_runtime_version):
@@ -275,7 +282,7 @@ def on_chip_line(memory):
 
 def saved_model_line(version, entry, float_name, float_bytes):
     agreement = entry["agreement"]
-    return (f"  SavedModel {saved_model_export.FOLDER}/{version}: {entry['bytes']:,} bytes ({float_name} "
+    return (f"  SavedModel {SAVED_MODEL}/{version}: {entry['bytes']:,} bytes ({float_name} "
             f"{float_bytes:,}); given the image files, top-1 as predict.py's on "
             f"{agreement['top1_agreement']:.1%} of {agreement['images']}, probabilities at most "
             f"{agreement['max_probability_gap']:.4f} apart")
@@ -294,35 +301,34 @@ def write_report(folder, report):
 
 def write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler):
     """Fill the local working folder; returns the report, which is written after every artifact."""
-    with open(os.path.join(folder, LABELS), "w") as f:
-        f.write("".join(f"{name}\n" for name in settings["class_names"]))
+    storage.write(os.path.join(folder, LABELS), "".join(f"{name}\n" for name in settings.class_names))
     image = next(iter(calibration))[0]
-    report = {"run": storage.absolute(args.read_from), "model": settings["model"],
+    report = {"run": storage.absolute(args.read_from), "model": settings.model,
               "validation": {"items": len(val_batches.indices),
-                             "source": "val_data" if settings["val_data"] else "split",
-                             "eval_samples": args.eval_samples, "seed": settings["seed"]},
+                             "source": "val_data" if settings.val_data else "split",
+                             "eval_samples": args.eval_samples, "seed": settings.seed},
               "calibration_samples": len(calibration), "artifacts": {}}
 
     if "h5" in args.formats:
-        keras_path = os.path.join(folder, "model.h5")
-        model.save(keras_path)
+        keras_path = os.path.join(folder, KERAS_H5)
+        storage.save_model(model, keras_path)
     else:
         keras_path = model_path
     report["artifacts"][os.path.basename(keras_path)], expected = measure(keras_path, val_batches, image)
     write_report(folder, report)
 
     if "saved_model" in args.formats:
-        report["saved_model"] = {str(args.saved_model_version): write_saved_model(args, settings, folder, model,
+        path = saved_model_export.version_folder(folder, args.saved_model_version)
+        report["saved_model"] = {str(args.saved_model_version): write_saved_model(args, settings, path, model,
                                                                                   val_batches, expected)}
         write_report(folder, report)
 
     if "tflite" in args.formats or "edgetpu" in args.formats:
-        tflite_path = os.path.join(folder, "model.tflite")
-        with open(tflite_path, "wb") as f:
-            f.write(described(to_int8_tflite(model, calibration), settings, args.read_from))
+        tflite_path = os.path.join(folder, INT8_MODEL)
+        storage.write(tflite_path, described(to_int8_tflite(model, calibration), settings, args.read_from))
         report["metadata"] = metadata_report(tflite_path)
         report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
-        report["artifacts"]["model.tflite"] = measure(tflite_path, val_batches, image)[0]
+        report["artifacts"][INT8_MODEL] = measure(tflite_path, val_batches, image)[0]
         write_report(folder, report)
         for problem in report["tflite_check"]["problems"]:
             print(f"warning: model.tflite: {problem}")
@@ -331,10 +337,8 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
                                                          args.min_runtime_version)
             if report["edgetpu_compiler"].get("ok"):
                 output = os.path.join(folder, os.path.basename(report["edgetpu_compiler"]["output_path"]))
-                with open(output, "rb") as f:  # the compiler drops the metadata (README: "Deploying"): again
-                    compiled = described(f.read(), settings, args.read_from)
-                with open(output, "wb") as f:
-                    f.write(compiled)
+                # the compiler drops the metadata (README: "Deploying"): again
+                storage.write(output, described(storage.read_bytes(output), settings, args.read_from))
                 report["artifacts"][os.path.basename(output)] = {"bytes": os.path.getsize(output), "metadata": True}
             write_report(folder, report)
     return report
@@ -343,9 +347,9 @@ def write_artifacts(args, settings, folder, model, model_path, val_batches, cali
 def add_version(args, settings, report, classifier, model, val_batches):
     """Write saved_model/<version>/ into an existing deploy folder and record it in the folder's report."""
     expected, _ = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(classifier.path)}")
-    storage.rmtree(saved_model_export.version_folder(args.save_to, args.saved_model_version))  # new, or --overwrite
-    with storage.local_folder(args.save_to) as folder:  # a remote save_to gets the new files when this block ends
-        entry = write_saved_model(args, settings, folder, model, val_batches, expected)
+    version = saved_model_export.version_folder(args.save_to, args.saved_model_version)
+    with folders.building(version) as path:  # replaces the version (--overwrite) only once the new one is whole
+        entry = write_saved_model(args, settings, path, model, val_batches, expected)
     report.setdefault("saved_model", {})[str(args.saved_model_version)] = entry
     write_report(args.save_to, report)
     print(f"summary, on {len(val_batches.indices)} validation images:\n"
@@ -353,14 +357,14 @@ def add_version(args, settings, report, classifier, model, val_batches):
                              storage.size(classifier.path)))
 
 
-@reports_user_errors
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Deploy as the options of parse_args say, and return the deploy folder's report (what deploy_report.json
+    holds): the command's path, and the Python API's (README: "From Python")."""
     settings = config.read(args.read_from)
     model_path = model_in(args.read_from)
     adding = adds_version(args)
     if adding:
-        report = check_new_version(args, settings["class_names"])
+        report = check_new_version(args, settings.class_names)
     else:
         check_deploy_folder(args.save_to, args.overwrite)
     compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
@@ -368,20 +372,20 @@ def main(argv=None):
         raise UserError(f"edgetpu_compiler not found and --strict is set; {edgetpu.INSTALL_HINT}")
     train_reader, val_reader = open_run_data(settings)
     _, val_batches = run_batches(settings, train_reader, val_reader, limit=args.eval_samples)
-    ratio = 1.0 if val_reader else settings["train_ratio"]
-    calibration = ImageGenerator(train_reader, settings["input_size"], settings["channels"], "train",
-                                 settings["seed"], ratio, args.calibration_samples)
+    ratio = 1.0 if val_reader else settings.train_ratio
+    calibration = ImageGenerator(train_reader, settings.input_size, settings.channels, args.calibration_samples,
+                                 "train", settings.seed, ratio)
     classifier = load_classifier(model_path)
     model = classifier.model
-    if settings["dtype_policy"] != "float32":
+    if settings.dtype_policy != "float32":
         model = float32_copy(model, settings)
     if adding:
         add_version(args, settings, report, classifier, model, val_batches)
         print(f"deploy folder: {args.save_to}")
-        return
+        return report
 
-    storage.rmtree(args.save_to)  # checked above: a deploy folder the user asked to overwrite
-    with storage.local_folder(args.save_to) as folder:  # a remote save_to is uploaded when this block ends
+    # Written beside its place, and put there (replacing a deploy folder the user asked to overwrite) when whole.
+    with folders.building(args.save_to, last=REPORT) as folder:
         report = write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler)
 
     print("\n".join(summary_lines(report)))
@@ -391,6 +395,12 @@ def main(argv=None):
     if args.strict and report.get("tflite_check", {}).get("problems"):
         raise UserError(f"model.tflite would not run fully on the Edge TPU: {report['tflite_check']['problems'][0]}")
     print(f"deploy folder: {args.save_to}")
+    return report
+
+
+@reports_user_errors
+def main(argv=None):
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

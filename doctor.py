@@ -18,21 +18,27 @@ the split of each copy) and odd_images.csv (`path,issue,value`), and prints one 
 - odd images: unreadable, tiny, blank, very dark or bright, blurry (support/image_checks.py).
 """
 import os
+
+if __name__ == "__main__":
+    # One BLAS thread for the probe's small matrix products, before anything loads NumPy's OpenBLAS: on 2 busy cores
+    # (load 7) its two spinning threads took 32 s to fit the 5-fold probe on 1,627 photos, one thread 4 s.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from support import startup
+
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import time
 
-# One BLAS thread for the probe's small matrix products, set before NumPy loads OpenBLAS: on 2 busy cores (load 7)
-# its two spinning threads took 32 s to fit the 5-fold probe on 1,627 photos, one thread 4 s.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-from support import console  # noqa: E402,F401  first of the imports: quiets TensorFlow's import (see console.py)
-import numpy as np  # noqa: E402
+import numpy as np
 
-import config  # noqa: E402
-from datagen import in_train_split, open_run_data  # noqa: E402
-from reader import UNREADABLE  # noqa: E402
-from support import contact_sheet, duplicates, image_checks, label_probe, storage  # noqa: E402
-from support.curation import item_names  # noqa: E402
-from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors  # noqa: E402
-from support.features import PixelFeatures, PretrainedFeatures, content_hash, features_of  # noqa: E402
+import config
+from datagen import in_train_split, open_run_data
+from reader import TOO_LARGE, UNREADABLE
+from support import contact_sheet, duplicates, image_checks, label_probe, storage
+from support.curation import item_names
+from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors
+from support.features import PixelFeatures, content_hash, features_of
 
 LABEL_ISSUES, SHEET = "label_issues.csv", "label_issues.png"
 DUPLICATES, ODD_IMAGES = "duplicates.csv", "odd_images.csv"
@@ -52,13 +58,33 @@ def parse_args(argv=None):
 
 
 def settings_from(args):
-    settings = {name: config.given_or_default(args, name) for name in
-                ("data", "data_format", "classes", "max_per_class", "seed", "train_ratio", "val_data", "exclude",
-                 "split_groups")}
-    if settings["data"] == [config.SAMPLE_DATA] and not os.path.isdir(config.SAMPLE_DATA):
+    """The data and split flags over the declared defaults, as a run's configuration holds them."""
+    settings = config.RunConfig(**config.given(args, "doctor"))
+    if settings.data == [config.SAMPLE_DATA] and not os.path.isdir(config.SAMPLE_DATA):
         raise UserError(f"no --data given, and the default, the doodle sample in {config.SAMPLE_DATA}, is not there "
                         f"yet (train.py writes it): name the data to check with --data")
     return settings
+
+
+class PretrainedFeatures:
+    """EfficientNet-Lite0 on ImageNet weights (read offline), cut before the Dropout and Dense head train.py puts on
+    it: `model(images)` -> (N, 1280) pooled features. The photo recipe's base, at its 224×224."""
+
+    channels = 3
+    cached = True
+
+    def __init__(self, input_size=(224, 224)):
+        import keras
+
+        from models.pretrained_head import HEAD
+
+        self.input_size = tuple(input_size)
+        self.name = f"efficientnet_lite0-imagenet-{input_size[0]}x{input_size[1]}"
+        model = config.MODELS["efficientnet_lite"].construct((*self.input_size, 3), 2, weights="imagenet")
+        self.model = keras.Model(model.inputs, model.get_layer(HEAD).input)
+
+    def __call__(self, images):
+        return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), dtype=np.float32)
 
 
 def check_report_folder(save_to, readers):
@@ -85,18 +111,18 @@ class Survey:
         self.bytes_keys, self.pixel_keys, self.thumbnails, self.measures, self.channels = [], [], [], [], []
         for r, reader in enumerate(readers):
             if r == 0 and len(readers) == 1:
-                split = np.where(in_train_split(reader.id_keys, settings["seed"], settings["train_ratio"]),
-                                 "train", "val")
+                split = np.where(in_train_split(reader.id_keys, settings.seed, settings.train_ratio), "train", "val")
             else:  # --val_data validates and all of --data trains
                 split = np.full(len(reader), "train" if r == 0 else "val")
-            self.unreadable += [path for _, reason, path in getattr(reader.source, "skipped", ())
-                                if reason == UNREADABLE]
+            self.unreadable += [(path, "" if reason == UNREADABLE else reason)
+                                for _, reason, path in getattr(reader.source, "skipped", ())
+                                if reason in (UNREADABLE, TOO_LARGE)]
             names = item_names(reader)
             for i in np.flatnonzero(~reader.left_out):
                 try:
                     data, image = reader.encoded(i), reader.load(i)
-                except UserError:  # a damaged record or image: an odd image, not the end of the check
-                    self.unreadable.append(names[i])
+                except UserError as error:  # a damaged record or image: an odd image, not the end of the check
+                    self.unreadable.append((names[i], str(error)))
                     continue
                 self.refs.append((r, i))
                 self.names.append(names[i])
@@ -158,6 +184,8 @@ def count_line(counts):
 def balance_line(survey, class_names):
     counts = np.bincount(survey.labels[survey.labels >= 0], minlength=len(class_names))
     small, large = int(np.argmin(counts)), int(np.argmax(counts))
+    if counts[small] == counts[large]:
+        return f"class balance: {len(class_names)} classes of {counts[small]:,} items each"
     return (f"class balance: {len(class_names)} classes, {counts[small]:,} ({class_names[small]}) to "
             f"{counts[large]:,} ({class_names[large]}) items; the smallest class is "
             f"{100 * counts[small] / max(counts.sum(), 1):.1f} % of {counts.sum():,}")
@@ -173,13 +201,13 @@ def main(argv=None, feature_model=None):
     readers = [train_reader] + ([val_reader] if val_reader is not None else [])
     class_names = train_reader.class_names
     if len(class_names) < 2:
-        raise UserError(f"{', '.join(settings['data'])} has one class ({class_names[0]}); the doctor compares "
+        raise UserError(f"{', '.join(settings.data)} has one class ({class_names[0]}); the doctor compares "
                         f"classes: give data with two or more class folders")
     check_report_folder(args.save_to, readers)
 
     survey = Survey(readers, settings)
     if not survey.refs:
-        raise UserError(f"no readable items in {', '.join(settings['data'])}")
+        raise UserError(f"no readable items in {', '.join(settings.data)}")
     if feature_model is None:
         feature_model = PretrainedFeatures() if survey.photos() else PixelFeatures()
     feature_start = time.perf_counter()
@@ -187,9 +215,9 @@ def main(argv=None, feature_model=None):
     print(f"features: {feature_model.name} of {len(survey.refs):,} items, {computed:,} computed, the rest from "
           f"the cache ({time.perf_counter() - feature_start:.1f} s)")
 
-    issues = label_issues(survey, features, class_names, settings["seed"], args.label_issues)
+    issues = label_issues(survey, features, class_names, settings.seed, args.label_issues)
     copies = duplicates.find(survey.bytes_keys, survey.pixel_keys, survey.thumbnails, features)
-    odd = [[name, UNREADABLE, ""] for name in survey.unreadable] + [
+    odd = [[name, UNREADABLE, why] for name, why in survey.unreadable] + [
         [survey.names[n], issue, value] for n, issue, value in image_checks.issues(survey.measures)]
     write_report(args.save_to, survey, issues, copies, odd, class_names, args.sheet_size)
 
@@ -206,7 +234,7 @@ def main(argv=None, feature_model=None):
     odd_kinds = {kind: sum(row[1] == kind for row in odd) for kind in
                  (UNREADABLE, "tiny", "blank", "dark", "bright", "blurry")}
     print(f"odd images: {count_line(odd_kinds)}: {os.path.join(folder, ODD_IMAGES)}"
-          + (f" (unreadable: {first_of(survey.unreadable, 3)})" if survey.unreadable else ""))
+          + (f" (unreadable: {first_of([name for name, _ in survey.unreadable], 3)})" if survey.unreadable else ""))
     print(balance_line(survey, class_names))
     print(f"checked {len(survey.refs):,} items in {time.perf_counter() - start:.1f} s; report: {folder}")
 

@@ -24,25 +24,30 @@ when precision + recall is 0. Macro averages, and the balanced accuracy (the mac
 present in the labels; weighted averages weight each class by its support. The loss is computed from the probabilities as Keras does (rows rescaled
 to sum 1, then clipped to [1e-7, 1 - 1e-7]), so best.keras on all validation images gives history's val_loss.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
 import json
 import os
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import numpy as np
 
 import config
 import plots
 from datagen import BatchGenerator, open_run_data, run_batches, seeded_sample
-from reader import FORMATS, DataReader
-from support import storage
+from reader import DataReader
+from support import folders, storage
 from support.class_match import match_classes
-from support.errors import ArgumentParser, UserError, first_of, positive_int, reports_user_errors
+from support.folders import EVALUATION, MATRIX_CSV, MATRIX_PNG, METRICS
+from support.errors import ArgumentParser, UserError, first_of, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                                predict_batches, top_k)
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
-METRICS, MATRIX_CSV, MATRIX_PNG = "metrics.json", "confusion_matrix.csv", "confusion_matrix.png"
 
 
 # --- metrics: pure NumPy ---------------------------------------------------------------------------------
@@ -154,8 +159,6 @@ def parse_args(argv=None):
                                         "a bare file name such as model.tflite is looked up in the run folder")
     p.add_argument("--data", nargs="+", help="labeled images to evaluate instead of the run's validation images "
                                              "(folders, files, globs; labels mapped through the run's class names)")
-    p.add_argument("--data_format", choices=["auto", *FORMATS], default="auto",
-                   help="format of --data (default: %(default)s)")
     p.add_argument("--class_map", type=class_pairs, metavar="DATA=RUN,...",
                    help="DATA=RUN pairs for --data classes whose names do not match the run's, e.g. "
                         "kitten=cat,puppy=dog (names are otherwise matched ignoring case and plural: cats -> cat)")
@@ -186,7 +189,7 @@ def class_pairs(text):
 
 
 def output_folder(args, path):
-    folder = args.save_to or os.path.join(args.read_from or ".", "evaluation", os.path.basename(path).replace(".", "_"))
+    folder = args.save_to or os.path.join(args.read_from or ".", EVALUATION, os.path.basename(path).replace(".", "_"))
     if storage.isfile(folder):
         raise UserError(f"--save_to {folder} is a file; give a folder")
     if storage.isdir(folder) and storage.listdir(folder) and not args.overwrite:
@@ -223,52 +226,49 @@ def evaluation_batches(args, settings):
         limit = config.given_or_default(args, "eval_samples")
         _, batches = run_batches(settings, train_reader, val_reader, limit=limit)
         source = {"source": "the run's val_data" if val_reader else "the run's validation split",
-                  "eval_samples": limit, "seed": settings["seed"], "paths": settings["val_data"] or settings["data"]}
+                  "eval_samples": limit, "seed": settings.seed, "paths": settings.val_data or settings.data}
         return batches, source
-    reader = DataReader(args.data, args.data_format)
+    reader = DataReader(args.data, config.given_or_default(args, "data_format"))
     unlabeled = int(np.sum(reader.labels < 0))
     if unlabeled == len(reader):
         raise UserError(f"{', '.join(args.data)} has no labels; evaluate needs labeled images "
                         f"(use predict.py for unlabeled ones)")
-    # The data's own class order may differ from the run's (or hold only some of its classes): score it by
-    # the run's indices. BatchGenerator reads reader.labels, so that is where the run's indices go.
-    reader.labels = run_labels(reader, settings["class_names"], args.class_map)
-    reader.class_names = list(settings["class_names"])
-    batches = BatchGenerator(reader, "test", batch_size=settings["batch_size"], input_size=settings["input_size"],
-                             channels=settings["channels"], seed=settings["seed"])
-    batches.indices = batches.indices[reader.labels[batches.indices] >= 0]
-    batches.indices = seeded_sample(batches.indices, args.eval_samples, settings["seed"])
+    # The data's own class order may differ from the run's (or hold only some of its classes): it is scored by the
+    # run's indices, and only its items of the run's classes.
+    labels = run_labels(reader, settings.class_names, args.class_map)
+    items = seeded_sample(np.flatnonzero(labels >= 0), args.eval_samples, settings.seed)
+    batches = BatchGenerator(reader, "test", batch_size=settings.batch_size, input_size=settings.input_size,
+                             channels=settings.channels, seed=settings.seed, labels=labels, indices=items)
     if unlabeled:
         print(f"note: skipping {unlabeled} unlabeled item(s) of {', '.join(args.data)}")
     source = {"source": "--data", "paths": [os.path.abspath(p) for p in args.data],
-              "eval_samples": args.eval_samples, "seed": settings["seed"]}
+              "eval_samples": args.eval_samples, "seed": settings.seed}
     return batches, source
 
 
 def model_settings(classifier):
     """What evaluating a model file without its run takes from the model: its input, and the class names beside
-    it or in its metadata; batches of 64 and seed 0 for --eval_samples."""
+    it or in its metadata; the declared batch size and seed (for --eval_samples)."""
     class_names, names_from = class_names_beside(classifier.path, classifier.num_classes)
     if names_from is None:
         print(f"note: no class names beside {classifier.path} or in it: classes are numbered 0-"
               f"{classifier.num_classes - 1}")
     height, width, channels = classifier.input_shape
-    return {"class_names": class_names, "input_size": [height, width], "channels": channels, "batch_size": 64,
-            "seed": 0}
+    return config.RunConfig(class_names=class_names, input_size=[height, width], channels=channels)
 
 
 def check_run_model(run_dir, settings, classifier):
     """The model to evaluate must be one of the run: its classes and its input."""
-    check_class_names(classifier, settings["class_names"], os.path.join(run_dir, config.CONFIG_FILE))
-    expected = (*settings["input_size"], settings["channels"])
+    check_class_names(classifier, settings.class_names, os.path.join(run_dir, folders.CONFIG))
+    expected = (*settings.input_size, settings.channels)
     if classifier.input_shape != tuple(expected):
         raise UserError(f"{classifier.path} takes images {classifier.input_shape} but the run {run_dir} prepares "
                         f"{tuple(expected)}; evaluate a model of this run")
 
 
-@reports_user_errors
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Evaluate as the options of parse_args say, and return every number (what metrics.json holds): the command's
+    path, and the Python API's (README: "From Python")."""
     settings = config.read(args.read_from) if args.read_from else None
     path = model_in(args.read_from, args.model_file)
     folder = output_folder(args, path)
@@ -283,15 +283,15 @@ def main(argv=None):
 
     probabilities, labels = predict_batches(classifier, batches, desc=f"evaluating {os.path.basename(path)}")
     check_probabilities(classifier, probabilities, len(labels))
-    result = metrics(probabilities, labels, settings["class_names"])
+    result = metrics(probabilities, labels, settings.class_names)
     result = {"model": storage.absolute(path), "kind": classifier.kind,
               "run": storage.absolute(args.read_from) if args.read_from else None,
               "data": source, **result}
 
     storage.write(os.path.join(folder, METRICS), json.dumps(result, indent=2))
     matrix = np.array(result["confusion_matrix"])
-    write_confusion_csv(os.path.join(folder, MATRIX_CSV), matrix, settings["class_names"])
-    plots.confusion_matrix_png(matrix, settings["class_names"], os.path.join(folder, MATRIX_PNG),
+    write_confusion_csv(os.path.join(folder, MATRIX_CSV), matrix, settings.class_names)
+    plots.confusion_matrix_png(matrix, settings.class_names, os.path.join(folder, MATRIX_PNG),
                                f"{os.path.basename(path)}: {result['items']} images, top-1 {result['top1']:.4f}")
 
     print(f"{os.path.basename(path)} ({classifier.kind}) on {result['items']} images ({source['source']})")
@@ -299,6 +299,12 @@ def main(argv=None):
           f"top-{result['k']} accuracy {result['top_k']:.4f}   loss {result['loss']:.4f}")
     print(table(result))
     print(f"wrote {METRICS}, {MATRIX_CSV}, {MATRIX_PNG} to {folder}")
+    return result
+
+
+@reports_user_errors
+def main(argv=None):
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

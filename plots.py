@@ -5,32 +5,35 @@
     python plots.py jitter --data cats_vs_dogs/train --input_size 160,160 --channels 3
     python plots.py jitter --read_from progress/test                      # the run's data, size and channels
 
-Headless (matplotlib's Agg backend): it writes PNG files and never opens a window. The jitter preview runs
-the template's own pipeline, datagen.prepare and datagen.default_augmenter, so it shows exactly what
+Headless: each picture is a matplotlib Figure of its own, rendered to PNG bytes, never a window, and no global
+backend is chosen (a notebook that imports this module keeps its own). The jitter preview runs
+the template's own pipeline, images.prepare and datagen.default_augmenter, so it shows exactly what
 training with --jitter sees.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import io
 import os
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-
-from callbacks import HISTORY, read_history  # noqa: E402
-from support import storage  # noqa: E402
-from support.errors import ArgumentParser, UserError, image_size, positive_int, reports_user_errors  # noqa: E402
-
-CURVES = "curves.png"
+import config
+from callbacks import read_history
+from support import doodles, storage
+from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
+from support.folders import CURVES, HISTORY
 
 
 def save_figure(figure, path):
     """Render in memory and write through storage, so a run folder in a bucket gets its pictures too."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format=os.path.splitext(path)[1].lstrip(".") or "png", dpi=100)
-    plt.close(figure)
     storage.write(path, buffer.getvalue())
 
 
@@ -56,7 +59,8 @@ def training_curves(run_dir, path=None):
         return None
     epochs = history["epoch"].astype(int) + 1  # history.csv counts from 0; people count from 1
     path = path or os.path.join(run_dir, CURVES)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure = Figure(figsize=(11, 4.2))
+    axes = figure.subplots(1, 2)
     for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         for key, name, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "-s")):
             if key in history:
@@ -70,7 +74,7 @@ def training_curves(run_dir, path=None):
         if len(epochs) <= 20:
             ax.set_xticks(epochs)
         else:
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.lines:
             ax.legend()
     if "val_accuracy" in history:
@@ -103,7 +107,8 @@ def confusion_matrix_png(matrix, class_names, path, title="confusion matrix"):
     step = int(np.ceil(font * 1.3 / cell))  # label every class while the labels fit, else every step-th
     longest = max((len(str(n)) for n in class_names[::step]), default=1)
     label_inches = min(longest, 40) * font * 0.62 / 72 + 0.6  # room for the rotated / left labels
-    figure, ax = plt.subplots(figsize=(side + label_inches + 1.6, side + label_inches + 0.9))
+    figure = Figure(figsize=(side + label_inches + 1.6, side + label_inches + 0.9))
+    ax = figure.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     ticks = list(range(0, count, step))
     ax.set_xticks(ticks)
@@ -146,7 +151,8 @@ def spread_sample(labels, count, seed):
 def jitter_preview(reader, path, input_size=(28, 28), channels=1, count=8, versions=3, seed=0, title=None):
     """A grid: each row one image as the model sees it un-jittered, then `versions` jittered versions of it
     (the template's augmenter, seeded differently per column)."""
-    from datagen import default_augmenter, prepare
+    from datagen import default_augmenter
+    from support.images import prepare
 
     indices = spread_sample(reader.labels, count, seed)
     originals = np.stack([prepare(reader.load(i), input_size, channels) for i in indices])
@@ -159,8 +165,8 @@ def jitter_preview(reader, path, input_size=(28, 28), channels=1, count=8, versi
     height, width = input_size
     cell = 1.6 if max(height, width) <= 64 else 2.2
     aspect = width / height
-    figure, axes = plt.subplots(len(indices), versions + 1, squeeze=False,
-                                figsize=(cell * aspect * (versions + 1) + 1.2, cell * len(indices) + 0.8))
+    figure = Figure(figsize=(cell * aspect * (versions + 1) + 1.2, cell * len(indices) + 0.8))
+    axes = figure.subplots(len(indices), versions + 1, squeeze=False)
     for row, item in enumerate(indices):
         label = reader.labels[item]
         name = reader.class_names[label] if label >= 0 else "(unlabeled)"
@@ -193,20 +199,15 @@ def parse_args(argv=None):
     curves.add_argument("--read_from", required=True, help="run folder written by train.py")
     curves.add_argument("--save_to", help="PNG to write (default: RUN_DIR/curves.png)")
     jitter = commands.add_parser("jitter", help="training images before and after the augmentation pipeline")
-    jitter.add_argument("--data", nargs="+", help="images to preview (folders, files, globs)")
-    jitter.add_argument("--read_from", help="take the data, input size and channels from this run folder instead")
-    jitter.add_argument("--input_size", type=image_size, help="model input H,W (default: 28,28, or the run's)")
-    jitter.add_argument("--channels", type=int, choices=[1, 3], help="input channels (default: 1, or the run's)")
+    jitter.add_argument("--read_from", help="a run folder: its data, format, input size, channels and seed, where "
+                                            "the flags below do not say otherwise")
+    config.add_flags(jitter, "plots")
     jitter.add_argument("--count", type=positive_int, default=8, help="images, one per row (default: %(default)s)")
     jitter.add_argument("--versions", type=positive_int, default=3,
                         help="jittered versions of each image (default: %(default)s)")
-    jitter.add_argument("--seed", type=int, default=0, help="seed of the sample and the jitter (default: 0)")
     jitter.add_argument("--save_to", default="jitter_preview.png", help="PNG to write (default: %(default)s)")
     jitter.add_argument("--overwrite", action="store_true", help="replace an existing --save_to")
-    args = p.parse_args(argv)
-    if args.command == "jitter" and not args.data and not args.read_from:
-        p.error("jitter needs --data SOURCE or --read_from RUN_DIR")
-    return args
+    return p.parse_args(argv)
 
 
 @reports_user_errors
@@ -224,20 +225,16 @@ def main(argv=None):
         raise UserError(f"{args.save_to} already exists; pass --overwrite to replace it")
     from reader import DataReader
 
-    input_size, channels, data, fmt = [28, 28], 1, args.data, "auto"
-    if args.read_from:
-        import config
-
-        settings = config.read(args.read_from)
-        input_size, channels = settings["input_size"], settings["channels"]
-        data = data or settings["data"]
-        fmt = settings["data_format"] if not args.data else "auto"
-    input_size = args.input_size or input_size
-    channels = args.channels or channels
-    reader = DataReader(data, fmt)
-    title = f"jitter preview ({'drawing' if channels == 1 else 'photo'} augmenter): {input_size[0]}x{input_size[1]}" \
-            f"x{channels}, {os.path.basename(os.path.normpath(data[0]))}"
-    path = jitter_preview(reader, args.save_to, input_size, channels, args.count, args.versions, args.seed, title)
+    given = config.given(args, "plots")
+    if args.read_from and args.data:
+        given.setdefault("data_format", "auto")  # the format of the data given, not of the run's
+    settings = config.read(args.read_from).replace(**given) if args.read_from else config.RunConfig(**given)
+    doodles.write_if_default(settings.data)
+    size, channels = settings.input_size, settings.channels
+    title = (f"jitter preview ({'drawing' if channels == 1 else 'photo'} augmenter): {size[0]}x{size[1]}x{channels}, "
+             f"{os.path.basename(os.path.normpath(settings.data[0]))}")
+    path = jitter_preview(DataReader(settings.data, settings.data_format), args.save_to, size, channels, args.count,
+                          args.versions, settings.seed, title)
     print(f"wrote {path}")
 
 

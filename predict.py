@@ -6,7 +6,7 @@
 
 Reads anything DataReader reads (the KMLC unlabeled test TFRecords with `image` + `image_id`, image folders,
 single image files, QuickDraw .npy files); labels in the data, if any, are ignored. Images are resized and
-converted by datagen.prepare to the model's own input shape, as in training. Keras (.keras, .h5) and LiteRT
+converted by support.images.prepare to the model's own input shape, as in training. Keras (.keras, .h5) and LiteRT
 (.tflite, int8 or float) models answer the same way.
 
 The CSV has `id,class,name,prob` (the item's id: the TFRecord's image_id, or the image file's path; the
@@ -14,15 +14,20 @@ predicted class index and name; its probability), then `class_2,name_2,prob_2, .
 with --top_k. --kaggle writes the KMLC leaderboard's `Id,Category` (Category = predicted class index).
 The CSV is written to a temporary file beside it and renamed when complete: a failure never leaves a part.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import os
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 import numpy as np
 
 import config
 from datagen import BatchGenerator
-from reader import FORMATS, DataReader
-from support import storage
+from reader import DataReader
+from support import folders, storage
 from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
 from support.inference import (check_class_names, check_probabilities, class_names_beside, image_classifier, model_in,
                                predict_batches, top_k)
@@ -35,15 +40,13 @@ def parse_args(argv=None):
                                         "a bare file name is looked up in --read_from")
     p.add_argument("--data", nargs="+", required=True,
                    help="images to classify: TFRecord files, image folders or files, .npy files, globs")
-    p.add_argument("--data_format", choices=["auto", *FORMATS], default="auto",
-                   help="format of --data (default: %(default)s)")
     p.add_argument("--output_file", default="predictions.csv", help="CSV to write (default: %(default)s)")
     p.add_argument("--top_k", type=positive_int, default=1,
                    help="guesses per image, best first; more than 1 adds class_2, name_2, prob_2, ... columns "
                         "(default: %(default)s)")
     p.add_argument("--kaggle", action="store_true",
                    help="write the KMLC leaderboard form: Id,Category (Category = predicted class index)")
-    p.add_argument("--batch_size", type=positive_int, default=64, help="images per batch (default: %(default)s)")
+    config.add_flags(p, "predict")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
     if not args.read_from and not args.model_file:
@@ -79,14 +82,14 @@ def check_output_file(path, overwrite):
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
 
 
-@reports_user_errors
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Predict as the options of parse_args say, and return the CSV's rows as dicts (column: value): the command's
+    path, and the Python API's (README: "From Python")."""
     check_output_file(args.output_file, args.overwrite)
     if args.read_from:
         settings = config.read(args.read_from)
         path = model_in(args.read_from, args.model_file)
-        class_names, names_from = settings["class_names"], os.path.join(args.read_from, config.CONFIG_FILE)
+        class_names, names_from = settings.class_names, os.path.join(args.read_from, folders.CONFIG)
     else:
         path = args.model_file
     classifier = image_classifier(path)
@@ -98,10 +101,10 @@ def main(argv=None):
         raise UserError(f"--top_k {args.top_k} is more than the model's {classifier.num_classes} classes; "
                         f"choose 1 to {classifier.num_classes}")
 
-    reader = DataReader(args.data, args.data_format)
+    reader = DataReader(args.data, config.given_or_default(args, "data_format"))
     height, width, channels = classifier.input_shape
-    batches = BatchGenerator(reader, mode="test", batch_size=args.batch_size, input_size=(height, width),
-                             channels=channels)
+    batches = BatchGenerator(reader, mode="test", batch_size=config.given_or_default(args, "batch_size"),
+                             input_size=(height, width), channels=channels)
     probabilities, _ = predict_batches(classifier, batches, desc=f"predicting with {os.path.basename(path)}")
     check_probabilities(classifier, probabilities, len(batches.indices))
     ids = reader.ids
@@ -111,6 +114,12 @@ def main(argv=None):
     common = ", ".join(f"{class_names[c]} {counts[c]}" for c in np.argsort(-counts, kind="stable")[:5] if counts[c])
     print(f"{len(body)} predictions ({classifier.kind} model {path}) written to {args.output_file}; "
           f"most predicted: {common}")
+    return [dict(zip(header, row)) for row in body]
+
+
+@reports_user_errors
+def main(argv=None):
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ from tqdm import tqdm
 from support.class_match import match_classes
 from support.errors import UserError, first_of
 from support.ids import mix64, stable_hash
-from support.images import decode_image
+from support.images import MAX_PIXELS, ImageTooLarge, decode_image, opened
 from support.labels import read_labels_txt
 from support.tfrecord_framing import walk_records
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 NOT_AN_IMAGE, UNREADABLE, EMPTY_CLASS_FOLDER = "not an image", "unreadable", "empty class folder"
+TOO_LARGE = f"over {MAX_PIXELS:,} pixels"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 KEY_CANDIDATES = {
     "image": ("image", "image/encoded", "image_raw", "img"),
@@ -306,7 +307,8 @@ def skipped_summary(skipped, base):
         if reason == EMPTY_CLASS_FOLDER:
             parts.append(f"{name} {reason}")
         else:
-            shown = [os.path.relpath(f, base) if reason == UNREADABLE else os.path.basename(f) for f in files]
+            shown = [os.path.relpath(f, base) if reason in (UNREADABLE, TOO_LARGE) else os.path.basename(f)
+                     for f in files]
             parts.append(f"{name} {len(files)} {reason} ({first_of(shown, 3)})")
     return first_of(parts, 10)
 
@@ -347,9 +349,9 @@ class ImageFolder:
                            for n in names], dtype=np.int64)
         keep = first_per_class(labels, max_per_class)
         keep = keep[labels[keep] != -2]
-        readable = self.check_readable([files[i] for i in keep], strict)
-        skipped += [(names[i], UNREADABLE, files[i]) for i in keep[~readable]]
-        keep = keep[readable]
+        problems = self.check_readable([files[i] for i in keep], strict)
+        skipped += [(names[i], problem, files[i]) for i, problem in zip(keep, problems) if problem]
+        keep = keep[[problem is None for problem in problems]]
         self.files = [files[i] for i in keep]
         self.skipped = skipped  # (class name, reason, path) of each file not indexed: doctor.py lists the unreadable
         self.labels = labels[keep]
@@ -386,19 +388,23 @@ class ImageFolder:
 
     @staticmethod
     def check_readable(files, strict):
-        """Mask of files that decode; fails on the others when strict."""
-        ok = np.ones(len(files), dtype=bool)
-        for n, path in enumerate(tqdm(files, desc="checking images", unit="img", disable=None)):
+        """Why each file cannot be read (UNREADABLE or TOO_LARGE; None where it decodes); fails on those when
+        strict."""
+        problems = []
+        for path in tqdm(files, desc="checking images", unit="img", disable=None):
             try:
-                with Image.open(path) as image:
+                with open(path, "rb") as f, opened(f.read(), path) as image:
                     image.draft(image.mode, (64, 64))  # JPEG: decode at reduced scale, still reads every byte
                     image.load()
-            except Exception:
-                ok[n] = False
-        bad = [files[n] for n in np.flatnonzero(~ok)]
+                problems.append(None)
+            except ImageTooLarge:
+                problems.append(TOO_LARGE)
+            except (OSError, UserError):
+                problems.append(UNREADABLE)
+        bad = [path for path, problem in zip(files, problems) if problem]
         if bad and strict:
             raise UserError(f"{len(bad)} unreadable image(s): {first_of(bad, 5)}")
-        return ok
+        return problems
 
     def encoded(self, i):
         with open(self.files[i], "rb") as f:

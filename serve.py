@@ -3,24 +3,35 @@
     python serve.py --model_dir deploy/run                      # model.tflite (int8) at http://127.0.0.1:8501/
     python serve.py --model_dir progress/run --port 8600        # a run folder's best.keras
     python serve.py --model_file model.tflite                   # a model file alone: class names from its metadata
-    curl -d '{"instances": [{"b64": "'"$(base64 -w0 doodle.png)"'"}]}' localhost:8501/v1/models/run:predict
+    curl -H 'Content-Type: application/json' -d '{"instances": [{"b64": "'"$(base64 -w0 doodle.png)"'"}]}' \
+         localhost:8501/v1/models/run:predict
 
 TensorFlow Serving's API, so clients written for it work unchanged: GET /v1/models/NAME (status),
 GET /v1/models/NAME/metadata (input shape and dtype, class names), POST /v1/models/NAME:predict with
 {"instances": [...]}, each instance {"b64": "<base64 of a JPEG/PNG file>"} or a nested list of 0-255 pixels of
 the model's input shape, answered with {"predictions": [...]}, one probability vector per instance.
-Images are decoded by reader.decode_image and resized by datagen.prepare, as in training and predict.py, so a
-served answer equals predict.py's for the same file. Every refused request is JSON {"error": "..."} with a 4xx
-status, and the server goes on serving. An unexpected failure (a bug) is logged with its traceback and an id,
-and answered 500 {"error": "internal error", "id": ...}: the client learns nothing of the code, the operator
-finds the log line by the id.
+Images are decoded by support.images' decode_image and prepare, as in training and predict.py,
+so a served answer equals predict.py's for the same file. Every refused request is JSON {"error": "..."} of fixed
+text with a 4xx status (503 when busy), and the server goes on serving. An unexpected failure (a bug) is logged
+with its traceback and an id, and answered 500 {"error": "internal error", "id": ...}: the client learns nothing
+of the code, the operator finds the log line by the id.
+
+Every request is bounded before it costs anything (README, "Security"): its Host, token and content type
+(support/request_gate.py), its size, its time to arrive (support/request_deadline.py for the headers), the pixels
+its images' headers declare, and a place in a bounded queue for the model copies.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
-import base64
-import binascii
+import asyncio
+import contextlib
+import functools
 import html
-import io
-import json
+import http
 import logging
 import os
 import queue
@@ -29,29 +40,30 @@ import sys
 import time
 import uuid
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 from support import requirements
 
 requirements.require(["starlette", "uvicorn"], "requirements-serve.txt", "serve.py")
-import numpy as np
 import uvicorn
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-import config
-from datagen import prepare
-from support import storage
-from support.errors import ArgumentParser, UserError, positive_int, reports_user_errors
-from support.images import decode_image
-from support.inference import check_class_names, class_names_beside, image_classifier, is_deploy_folder, model_in
+from support import folders, storage
+from support.errors import (ArgumentParser, UserError, non_negative_int, positive_float, positive_int,
+                            reports_user_errors)
+from support.images import MAX_PIXELS
+from support.inference import check_class_names, class_names_beside, image_classifier, model_in
 from support.labels import LABELS
+from support.request_deadline import DeadlineProtocol
+from support.request_gate import TOKEN_VARIABLE, RequestGate, allowed_hosts, read_token
+from support.rest_request import RequestError, request_images
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
+PAGE_PATHS = ("/", "/app.js")  # open without the token: the page holds nothing, and asks for the token itself
 log = logging.getLogger("serve")
 
 
@@ -70,6 +82,7 @@ def parse_args(argv=None):
                                         "--model_dir; alone, its class names come from beside it or its metadata")
     p.add_argument("--model_name", help="NAME in /v1/models/NAME (default: the folder's name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network "
+                                                       "(then give --allowed_hosts; README, Security) "
                                                        "(default: %(default)s)")
     p.add_argument("--port", type=port_number, default=8501, help="0 picks a free one (default: %(default)s)")
     p.add_argument("--model_copies", type=positive_int, default=2,
@@ -80,10 +93,33 @@ def parse_args(argv=None):
     p.add_argument("--max_instances", type=positive_int, default=64,
                    help="instances in one request (default: %(default)s)")
     p.add_argument("--max_image_pixels", type=positive_int, default=25_000_000,
-                   help="width × height of an image, checked before it is decoded (default: %(default)s)")
+                   help=f"width × height of an image, read from its header before it is decoded; at most "
+                        f"{MAX_PIXELS} (default: %(default)s)")
+    p.add_argument("--max_request_pixels", type=positive_int, default=100_000_000,
+                   help="width × height summed over a request's images, read from their headers before any is "
+                        "decoded (default: %(default)s)")
+    p.add_argument("--max_queue", type=non_negative_int, default=32,
+                   help="requests waiting their turn; past that, and those at work (one per --model_copies, or "
+                        "per CPU core if there are more), a request is answered 503 with Retry-After at once "
+                        "(default: %(default)s)")
+    p.add_argument("--request_timeout", type=positive_float, default=30.0,
+                   help="seconds a request's headers, and then its body, may take to arrive; a slower client's "
+                        "connection is closed (default: %(default)s)")
+    p.add_argument("--allowed_hosts",
+                   help="names and addresses clients may send as the Host header, comma-separated, or '*' for any "
+                        "(behind a proxy that checks it); others are refused 421, which stops DNS rebinding "
+                        "(default: the --host address, and localhost, 127.0.0.1 and ::1 when that is a loopback "
+                        "address; required with --host 0.0.0.0)")
+    p.add_argument("--token_file",
+                   help=f"file holding a secret token that every API request must send as Authorization: Bearer "
+                        f"<token> (the page asks for it); or set ${TOKEN_VARIABLE}. Never printed or logged. This is "
+                        f"no substitute for TLS: see README, Security (default: no token)")
     args = p.parse_args(argv)
     if not args.model_dir and not args.model_file:
         p.error("give --model_dir (a deploy or run folder) or --model_file (a model file)")
+    if args.max_image_pixels > MAX_PIXELS:
+        p.error(f"argument --max_image_pixels: must be at most {MAX_PIXELS} (support/images.py's ceiling), "
+                f"got {args.max_image_pixels}")
     return args
 
 
@@ -97,9 +133,9 @@ def chosen_model(model_dir, model_file):
     if not storage.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} is not a folder; give a deploy folder (deploy.py --save_to) "
                         f"or a run folder (train.py --save_to)")
-    if not is_deploy_folder(model_dir) and not config.is_run_folder(model_dir):
-        raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no {LABELS}) nor a run folder "
-                        f"(no {config.CONFIG_FILE})")
+    if not folders.is_deploy_folder(model_dir) and not folders.is_run_folder(model_dir):
+        raise UserError(f"--model_dir {model_dir} is neither a deploy folder (no "
+                        f"{' or '.join(folders.DEPLOY.markers)}) nor a run folder (no {folders.CONFIG})")
     return model_in(model_dir, model_file)
 
 
@@ -116,6 +152,7 @@ class ClassifierPool:
         first = loaded[0]
         self.path, self.kind, self.input_shape, self.num_classes = (first.path, first.kind, first.input_shape,
                                                                     first.num_classes)
+        self.copies = copies
 
     def predict(self, images):
         classifier = self.free.get()
@@ -127,80 +164,6 @@ class ClassifierPool:
 
 # --- requests ----------------------------------------------------------------------------------------------
 
-class RequestError(Exception):
-    """A refused request: answered as JSON {"error": message} with its 4xx status (and any headers)."""
-
-    def __init__(self, status, message, headers=None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
-
-
-def check_image_size(data, where, max_pixels):
-    """Refuse an image whose header says it is too large before decoding it: a small PNG can expand to
-    gigabytes. Anything that is not an image is left for decode_image to name."""
-    try:
-        with Image.open(io.BytesIO(data)) as picture:
-            size = picture.size
-    except Image.DecompressionBombError:  # over Pillow's own limit, far above any sensible --max_image_pixels
-        size = None
-    except Exception:
-        return
-    if size is None or size[0] * size[1] > max_pixels:
-        shown = f"{size[0]}×{size[1]} pixels" if size else "more pixels than Pillow will open"
-        raise RequestError(413, f"{where}: image of {shown} is over the limit of {max_pixels} pixels "
-                                f"(--max_image_pixels); send a smaller image")
-
-
-def instance_pixels(instance, where, input_shape, max_pixels):
-    """One instance as the model's float32 (H, W, C) 0-255 input: a base64 image file is decoded and prepared
-    exactly as in training; a nested list of pixels must already have the input shape."""
-    if isinstance(instance, dict):
-        if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
-            raise RequestError(400, f'{where}: an object instance must be {{"b64": "<base64 of a JPEG/PNG file>"}}')
-        try:
-            data = base64.b64decode(instance["b64"], validate=True)
-        except binascii.Error:
-            raise RequestError(400, f"{where}: b64 is not valid base64") from None
-        check_image_size(data, where, max_pixels)
-        try:
-            image = decode_image(data, where)
-        except UserError as error:
-            raise RequestError(400, str(error)) from None
-        return prepare(image, input_shape[:2], input_shape[2]).astype(np.float32)
-    expected = f"a nested list of 0-255 pixels of shape {list(input_shape)} (H, W, C), or {{\"b64\": ...}}"
-    try:
-        pixels = np.asarray(instance)
-    except ValueError:
-        raise RequestError(400, f"{where}: pixels are not a rectangular nested list; expected {expected}") from None
-    if pixels.dtype.kind not in "iuf":
-        raise RequestError(400, f"{where}: pixels must be numbers; expected {expected}")
-    if pixels.shape != input_shape:
-        raise RequestError(400, f"{where}: pixels of shape {list(pixels.shape)}; expected {expected}")
-    if not ((pixels >= 0) & (pixels <= 255)).all():
-        raise RequestError(400, f"{where}: pixel values must be in 0-255; expected {expected}")
-    return pixels.astype(np.float32)
-
-
-def request_images(body, input_shape, max_instances, max_pixels):
-    """The images of a TF Serving row-format body {"instances": [...]}, checked before any model runs."""
-    try:
-        payload = json.loads(body)
-    except ValueError as error:
-        raise RequestError(400, f"malformed JSON: {error}") from None
-    except RecursionError:
-        raise RequestError(400, "malformed JSON: nested too deeply") from None
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise RequestError(400, 'the body must be a JSON object with "instances": [...]')
-    instances = payload["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise RequestError(400, '"instances" must be a non-empty list')
-    if len(instances) > max_instances:
-        raise RequestError(413, f"{len(instances)} instances is over the limit of {max_instances} per request "
-                                f"(--max_instances); split the request")
-    return np.stack([instance_pixels(instance, f"instance {n}", input_shape, max_pixels)
-                     for n, instance in enumerate(instances)])
-
-
 def body_too_large(size, limit):
     """413 for a body that will not be read to its end: the answer closes the connection and says so, since the
     client must not send its next request on it."""
@@ -208,18 +171,60 @@ def body_too_large(size, limit):
                         {"Connection": "close"})
 
 
-async def read_body(request, limit):
+async def read_body(request, limit, seconds):
     """The request body, refused as soon as it is known to be over `limit`: before reading it when
-    Content-Length says so, otherwise while it streams in."""
+    Content-Length says so, otherwise while it streams in; and 408 when it has not arrived within `seconds`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise body_too_large(f"of {declared} bytes", limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise body_too_large("streamed in", limit)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise body_too_large("streamed in", limit)
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within {seconds:g} s (--request_timeout)",
+                           {"Connection": "close"}) from None
     return bytes(body)
+
+
+def workers(copies):
+    """How many requests decode and predict at once: one per model copy, or one per CPU core where there are more
+    cores, since decoding is CPU work that goes on beside a busy copy (a request holds a copy only to predict)."""
+    return max(copies, os.cpu_count() or 1)
+
+
+class WorkQueue:
+    """The bounded queue in front of the model copies: at most `workers` requests decode and predict at once, and
+    at most `waiting` more wait for their turn, so a flood of requests costs neither memory nor a backlog its
+    clients have long given up on. Past both, a request is answered 503 at once; a request whose client has gone
+    by its turn is dropped unstarted."""
+
+    def __init__(self, workers, waiting):
+        self.turns = asyncio.Semaphore(workers)
+        self.places, self.taken = workers + waiting, 0
+
+    @contextlib.asynccontextmanager
+    async def place(self):
+        """A place in the queue, held from before the body is read (bodies in memory are bounded too) to the answer."""
+        if self.taken >= self.places:
+            raise RequestError(503, "the server is busy: every model copy is answering and the queue is full "
+                                    "(--max_queue); try again shortly", {"Retry-After": "1"})
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
+
+    async def run(self, request, work, *args):
+        """work(*args) in a worker thread at this request's turn, unless its client has gone while it waited."""
+        waits = self.turns.locked()
+        async with self.turns:
+            if waits and await request.is_disconnected():
+                raise ClientDisconnect()
+            return await run_in_threadpool(work, *args)
 
 
 # --- the app -----------------------------------------------------------------------------------------------
@@ -240,8 +245,10 @@ def metadata(name, pool, class_names):
                          "kind": pool.kind}}
 
 
-def build_app(name, pool, class_names, max_request_bytes, max_instances, max_image_pixels):
-    """The Starlette app: the REST API for one model, and the try-it page."""
+def build_app(name, pool, class_names, *, max_request_bytes, max_instances, max_image_pixels, max_request_pixels,
+              max_queue, request_timeout, hosts, token):
+    """The Starlette app: the REST API for one model, and the try-it page, each request past the gate (Host, token,
+    content type) and each prediction through the bounded queue."""
     status = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                         "status": {"error_code": "OK", "error_message": ""}}]}
     described = metadata(name, pool, class_names)
@@ -261,9 +268,11 @@ def build_app(name, pool, class_names, max_request_bytes, max_instances, max_ima
         known(request)
         return JSONResponse(described)
 
+    work = WorkQueue(workers(pool.copies), max_queue)
+
     def answer(body):
         start = time.perf_counter()
-        images = request_images(body, pool.input_shape, max_instances, max_image_pixels)
+        images = request_images(body, pool.input_shape, max_instances, max_image_pixels, max_request_pixels)
         probabilities = pool.predict(images)
         milliseconds = (time.perf_counter() - start) * 1000
         return JSONResponse({"predictions": probabilities.tolist()},
@@ -271,8 +280,9 @@ def build_app(name, pool, class_names, max_request_bytes, max_instances, max_ima
 
     async def model_predict(request):
         known(request)
-        body = await read_body(request, max_request_bytes)
-        return await run_in_threadpool(answer, body)
+        async with work.place():
+            body = await read_body(request, max_request_bytes, request_timeout)
+            return await work.run(request, answer, body)
 
     async def index(request):
         return HTMLResponse(page)
@@ -284,18 +294,27 @@ def build_app(name, pool, class_names, max_request_bytes, max_instances, max_ima
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
     async def http_error(request, error):
-        message = error.detail
+        message = http.HTTPStatus(error.status_code).phrase
         if error.status_code == 404:
             message = (f"no such path {request.url.path}; the API is /v1/models/{name}, "
                        f"/v1/models/{name}/metadata and /v1/models/{name}:predict")
+        elif error.status_code == 405:
+            message = f"{request.method} is not a method of {request.url.path}"
         return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
+
+    async def client_gone(request, error):
+        log.info("client gone before its answer: %s %s (not answered, no work started)", request.method,
+                 request.url.path)
+        return Response(status_code=400)  # sent nowhere: the connection is gone
 
     routes = [Route("/", index), Route("/app.js", script),
               Route("/v1/models/{name}:predict", model_predict, methods=["POST"]),
               Route("/v1/models/{name}/metadata", model_metadata),
               Route("/v1/models/{name}", model_status)]
-    return Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error},
-                     middleware=[Middleware(InternalErrors)])
+    handlers = {RequestError: refused, HTTPException: http_error, ClientDisconnect: client_gone}
+    return Starlette(routes=routes, exception_handlers=handlers,
+                     middleware=[Middleware(InternalErrors),
+                                 Middleware(RequestGate, allowed_hosts=hosts, token=token, open_paths=PAGE_PATHS)])
 
 
 class InternalErrors:
@@ -344,6 +363,7 @@ def listening_socket(host, port):
 def main(argv=None):
     args = parse_args(argv)
     path = chosen_model(args.model_dir, args.model_file)
+    hosts, token = allowed_hosts(args.host, args.allowed_hosts), read_token(args.token_file)
     name = args.model_name or os.path.basename(os.path.normpath(args.model_dir or os.path.splitext(path)[0]))
     pool = ClassifierPool(path, args.model_copies)
     # Beside the model file, or in the folder it was named from; a model file alone may carry them in its metadata.
@@ -351,16 +371,21 @@ def main(argv=None):
     class_names, names_from = class_names_beside(names_at, pool.num_classes)
     check_class_names(pool, class_names, names_from)
     sock = listening_socket(args.host, args.port)
-    app = build_app(name, pool, class_names, args.max_request_bytes, args.max_instances, args.max_image_pixels)
+    app = build_app(name, pool, class_names, max_request_bytes=args.max_request_bytes,
+                    max_instances=args.max_instances, max_image_pixels=args.max_image_pixels,
+                    max_request_pixels=args.max_request_pixels, max_queue=args.max_queue,
+                    request_timeout=args.request_timeout, hosts=hosts, token=token)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {pool.kind} model {path} as {name!r} at http://{shown}:{port}/ "
-          f"(REST: /v1/models/{name}:predict)", flush=True)
+          f"(REST: /v1/models/{name}:predict{'; a bearer token is required' if token else ''})", flush=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
+    log.setLevel(logging.INFO)  # a client gone or too slow is one line; a bug, its traceback
     log.propagate = False  # one line per failure, whatever handlers the libraries put on the root logger
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    protocol = functools.partial(DeadlineProtocol, request_timeout=args.request_timeout)
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, log_level="warning", access_log=False))
     server.run(sockets=[sock])
 
 

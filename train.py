@@ -3,29 +3,32 @@
     python train.py --save_to progress/test --num_epochs 10 --batch_size 8 --model mobilenet_v2 \
         --input_size 224,224 --jitter --overwrite
 
+From Python, the same path (README: "From Python"):
+
+    model = train.run(config.RunConfig(data=["photos/"], save_to="progress/photos"), overwrite=True)
+
 Every setting's flag, default and help are declared once, in config.SETTINGS. Bad input is reported in one line
 before anything is written.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# Keras (and with it TensorFlow) and the modules built on it are imported where a run starts, not here: --help and a
+# bad flag answer at once, and `python -X importtime train.py --help` imports no TensorFlow.
 import os
+import random
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
-import keras
 import numpy as np
 
-import callbacks
 import config
-import plots
-import transfer
-from datagen import open_run_data, run_batches
-from support import allocator, class_weight, distribute, doodles, onednn, storage
+from support import class_weight, distribute, doodles, folders, requirements, storage
 from support.errors import ArgumentParser, UserError, non_negative_int, positive_int, reports_user_errors
-
-# At import, not in main(): tools that import this module (tune.py) read data with TensorFlow before their
-# first training run, and TensorFlow takes the allocator setting at its first CPU allocation.
-allocator.reuse_cpu_memory()
 
 
 def parse_args(argv=None):
@@ -37,41 +40,36 @@ def parse_args(argv=None):
                                                  "(default: from TF_CONFIG when set)")
     p.add_argument("--num_processes", type=positive_int, help="processes in a multi-process job")
     p.add_argument("--process_id", type=non_negative_int, help="this process's index, 0 to num_processes-1")
+    p.add_argument("--summary", action="store_true",
+                   help="print the model's layers and parameter count at its input, and train nothing")
     return p.parse_args(argv)
 
 
 def check_run_folder(save_to, overwrite, resume):
-    """Refuse, before anything is written, to clobber a folder that the user did not ask to replace."""
-    is_run = config.is_run_folder(save_to)
+    """Refuse, before anything is written, to clobber a folder that the user did not ask to replace, or one that
+    holds anything train.py did not write."""
     if resume:
-        if not is_run:
-            raise UserError(f"cannot resume: {save_to} is not a run folder (no {config.CONFIG_FILE})")
+        if not folders.is_run_folder(save_to):
+            raise UserError(f"cannot resume: {save_to} is not a run folder (no {folders.CONFIG}); a run killed before "
+                            f"its first epoch finished leaves nothing to resume: train it again")
     elif storage.exists(save_to):
         if not overwrite:
             raise UserError(f"{save_to} already exists; pass --overwrite to replace it, or --resume to continue it")
-        if not is_run:
-            raise UserError(f"refusing to overwrite {save_to}: it is not a run folder (no {config.CONFIG_FILE})")
+        folders.check_replaceable(folders.RUN, save_to)
 
 
 def settings_from(args):
-    """Flags over defaults; on --resume, the run's own settings (only --num_epochs may extend it)."""
+    """The flags over the declared defaults; on --resume, the run's own settings (only --num_epochs may extend
+    it), in the folder given."""
     if args.resume:
         settings = config.read(args.save_to)
-        settings["num_epochs"] = args.num_epochs or settings["num_epochs"]
-    else:
-        settings = dict(config.TRAINING)
-        settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
-        settings["save_to"] = args.save_to or settings["save_to"]
-        spec = config.MODELS[settings["model"]]
-        settings["input_size"] = settings["input_size"] or list(spec.default_input_size(settings["model_kwargs"]))
-        settings["channels"] = settings["channels"] or spec.channels
-    if settings["freeze_epochs"] > settings["num_epochs"]:
-        raise UserError(f"--freeze_epochs {settings['freeze_epochs']} is more than --num_epochs "
-                        f"{settings['num_epochs']}: freeze at most as many epochs as the run trains")
-    return settings
+        return settings.replace(save_to=args.save_to, num_epochs=args.num_epochs or settings.num_epochs)
+    return config.RunConfig(**config.given(args, "train"))
 
 
 def gpu_available():
+    import keras
+
     try:
         return bool(keras.distribution.list_devices("gpu"))
     except RuntimeError:  # JAX raises where TensorFlow returns an empty list
@@ -89,61 +87,60 @@ def dtype_policy(mixed_precision):
     return "mixed_float16"
 
 
-def write_sample_if_default(settings):
-    """The default --data is the synthetic doodle sample: write it on first use."""
-    if settings["data"] == [config.SAMPLE_DATA] and not os.path.isdir(config.SAMPLE_DATA):
-        doodles.write(config.SAMPLE_DATA)
-        print(f"wrote the synthetic doodle sample to {config.SAMPLE_DATA}")
-
-
 def make_optimizer(settings, steps_per_epoch, unfrozen=False):
     """The optimizer of the whole run or, with --freeze_epochs, of the frozen epochs, at --head_lr_factor times
     the learning rate; `unfrozen`: of the epochs after them, at --unfreeze_lr_factor times the learning rate.
     A cosine schedule decays over its own epochs."""
-    freeze_epochs = settings["freeze_epochs"]
-    if not freeze_epochs:
-        learning_rate, epochs = settings["learning_rate"], settings["num_epochs"]
+    import keras
+
+    if not settings.freeze_epochs:
+        learning_rate, epochs = settings.learning_rate, settings.num_epochs
     elif unfrozen:
-        learning_rate = settings["learning_rate"] * settings["unfreeze_lr_factor"]
-        epochs = settings["num_epochs"] - freeze_epochs
+        learning_rate = settings.learning_rate * settings.unfreeze_lr_factor
+        epochs = settings.num_epochs - settings.freeze_epochs
     else:
-        learning_rate, epochs = settings["learning_rate"] * settings["head_lr_factor"], freeze_epochs
-    if settings["lr_schedule"] == "cosine":
+        learning_rate, epochs = settings.learning_rate * settings.head_lr_factor, settings.freeze_epochs
+    if settings.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
     # Keras applies weight decay decoupled from the gradient (Adam with it is AdamW); 0 means none.
-    return config.OPTIMIZERS[settings["optimizer"]](learning_rate=learning_rate,
-                                                    weight_decay=settings["weight_decay"] or None)
+    return config.named(config.OPTIMIZERS[settings.optimizer])(learning_rate=learning_rate,
+                                                               weight_decay=settings.weight_decay or None)
 
 
 def compiled_model(settings, steps_per_epoch, epochs_done=0):
     """The model as it trains after `epochs_done` epochs (what a backup of them restores into): a new run starts
     from --from_ckpt; during --freeze_epochs the base is frozen; each phase has its own optimizer."""
+    import transfer
+
     model = config.build_model(settings)
-    if settings["from_ckpt"] and not epochs_done:  # a resumed run's weights come from its backup
-        transfer.load_checkpoint(model, settings["from_ckpt"])
-    spec = config.MODELS[settings["model"]]
-    frozen = transfer.frozen_at(settings, epochs_done)
-    unfrozen = settings["freeze_epochs"] > 0 and not frozen
+    if settings.from_ckpt and not epochs_done:  # a resumed run's weights come from its backup
+        transfer.load_checkpoint(model, settings.from_ckpt)
+    spec = config.MODELS[settings.model]
+    frozen = transfer.frozen_at(settings.freeze_epochs, epochs_done)
+    unfrozen = settings.freeze_epochs > 0 and not frozen
     if frozen:
         transfer.freeze_base(model, spec.head)
     elif unfrozen:  # resumed after the switch: as UnfreezeBase left it
         transfer.unfreeze_base(model, spec)
-    model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen),
-                  loss=config.LOSSES[settings["loss"]](), metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen), loss=config.named(config.LOSSES[settings.loss])(),
+                  metrics=["accuracy"])
     return model
 
 
 def unfreezing(settings, steps_per_epoch):
     """The callback that unfreezes the base after --freeze_epochs, when the run goes on past them."""
-    freeze_epochs = settings["freeze_epochs"]
-    if not 0 < freeze_epochs < settings["num_epochs"]:
+    import transfer
+
+    if not 0 < settings.freeze_epochs < settings.num_epochs:
         return []
-    return [transfer.UnfreezeBase(freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True),
-                                  config.MODELS[settings["model"]])]
+    return [transfer.UnfreezeBase(settings.freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True),
+                                  config.MODELS[settings.model])]
 
 
 def trim_history(run_dir, epochs):
     """Drop history rows of epochs the backup does not hold (a crash between the two writes)."""
+    import callbacks
+
     rows = [row for row in callbacks.read_history(run_dir) if int(row["epoch"]) < epochs]
     callbacks.write_history(run_dir, rows)
     return rows
@@ -170,92 +167,165 @@ def nothing_learned(model, val_gen, best_accuracy, single_process=True):
     return None
 
 
-@reports_user_errors
-def main(argv=None):
-    """Train as the command line says; returns the trained model (for scripts and tests)."""
-    args = parse_args(argv)
-    cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
-    return run(settings_from(args), args.resume, args.overwrite, cluster)
+def seed_everything(seed):
+    """Seed what Keras draws from when it builds a model (its initializers and dropout take their seeds from Python's
+    random module): keras.utils.set_random_seed, which also seeds TensorFlow and so imports it whatever the backend;
+    on another backend (JAX) the same without TensorFlow."""
+    if requirements.keras_backend() == "tensorflow":
+        import keras
+
+        keras.utils.set_random_seed(seed)
+    else:
+        random.seed(seed)
+        np.random.seed(seed)
 
 
-def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), extra_callbacks=()):
-    """Train on `settings` (settings_from's; left as they are) into settings["save_to"]: the one path of train.py
-    and tune.py's trials (whose pruning is an extra callback). A user error is a UserError, before anything is
-    written."""
-    run_dir = settings["save_to"]
-    distribute.check(settings["distribute"], cluster)
+@dataclass
+class Training:
+    """A run ready to fit: what it records (the configuration with what the data told), its batches, its compiled
+    model and the folder it writes into."""
+
+    settings: config.RunConfig
+    train_gen: "datagen.BatchGenerator"
+    val_gen: "datagen.BatchGenerator"
+    class_weights: dict
+    model: "keras.Model"
+    folder: folders.Destination
+    done: int  # epochs a resumed run has finished
+    best_so_far: float
+    cluster: distribute.Cluster
+
+
+def prepare(settings, resume, overwrite, cluster):
+    """Check the folder, read the data, build the model and the folder to write: everything that can refuse
+    the run does so here, before anything is written."""
+    import keras
+
+    import callbacks
+    from datagen import open_run_data, run_batches
+    from support import onednn
+
+    distribute.check(settings.distribute, cluster)
     if cluster.is_chief:
-        check_run_folder(run_dir, overwrite, resume)
-        write_sample_if_default(settings)
+        check_run_folder(settings.save_to, overwrite, resume)
+        doodles.write_if_default(settings.data)
     train_reader, val_reader = open_run_data(settings)
     train_gen, val_gen = run_batches(settings, train_reader, val_reader, shard=cluster.process_id,
-                                     num_shards=cluster.num_processes,
-                                     whole_batches=settings["distribute"] != "none",
-                                     workers=settings["workers"], use_multiprocessing=settings["use_multiprocessing"])
-    class_weights = class_weight.per_class(settings["class_weight"], train_reader.class_names,
+                                     num_shards=cluster.num_processes, whole_batches=settings.distribute != "none",
+                                     workers=settings.workers, use_multiprocessing=settings.use_multiprocessing)
+    class_weights = class_weight.per_class(settings.class_weight, train_reader.class_names,
                                            train_reader.labels[train_gen.indices])
-    distribute.start(settings["distribute"], cluster, settings["batch_size"])
-    settings = dict(settings, class_names=train_reader.class_names, data_format=train_reader.fmt,
-                    data=[os.path.abspath(p) for p in settings["data"]],
-                    val_data=[os.path.abspath(p) for p in settings["val_data"]] if settings["val_data"] else None,
-                    num_processes=cluster.num_processes, dtype_policy=dtype_policy(settings["mixed_precision"]))
-    keras.mixed_precision.set_global_policy(settings["dtype_policy"])
-    keras.utils.set_random_seed(settings["seed"])  # every process builds the same initial model
-    done = callbacks.epochs_done(run_dir) if resume else 0
-    model = compiled_model(settings, len(train_gen), done)
+    distribute.start(settings.distribute, cluster, settings.batch_size)
+    recorded = settings.replace(  # what the data and this machine told, for config.json
+        class_names=train_reader.class_names, data_format=train_reader.fmt,
+        data=list(map(os.path.abspath, settings.data)),
+        val_data=list(map(os.path.abspath, settings.val_data)) if settings.val_data else None,
+        num_processes=cluster.num_processes, dtype_policy=dtype_policy(settings.mixed_precision))
+    keras.mixed_precision.set_global_policy(recorded.dtype_policy)
+    seed_everything(recorded.seed)  # every process builds the same initial model
+    done = callbacks.epochs_done(recorded.save_to) if resume else 0
+    model = compiled_model(recorded, len(train_gen), done)
     onednn.check(model)
-    left_out = sum(int(reader.left_out.sum()) for reader in (train_reader, val_reader) if reader is not None)
-    print(f"{settings['model']}: {model.count_params():,} parameters; training on {len(train_gen.indices)} and "
-          f"validating on {len(val_gen.indices)} items of {len(train_reader.class_names)} classes"
-          + (f"; {left_out} left out (--exclude)" if left_out else "")
-          + (f"; {len(settings['split_groups'])} groups of copies each on one side (--split_groups)"
-             if settings["split_groups"] else "")
-          + (f"; process {cluster.process_id} of {cluster.num_processes}" if cluster.num_processes > 1 else ""))
-    if class_weights:
-        print(f"loss weight of each class (--class_weight): "
-              f"{class_weight.describe(class_weights, train_reader.class_names)}")
-
     best_so_far = None
     if resume:
-        callbacks.restore(model, run_dir)
+        callbacks.restore(model, recorded.save_to)
         if cluster.is_chief:
-            history = trim_history(run_dir, done)
+            history = trim_history(recorded.save_to, done)
             best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
-    elif cluster.is_chief:
-        storage.rmtree(run_dir)  # checked above: a run folder the user asked to overwrite
-        storage.makedirs(run_dir)
-        config.save(run_dir, settings)
-
-    # Saving a distributed model is collective: every process saves, but only process 0 into the run folder.
-    writes_to = run_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"process{cluster.process_id}-")
-    run_callbacks = unfreezing(settings, len(train_gen)) + callbacks.get(
-        writes_to, [train_gen, val_gen], settings["keep_checkpoints"], settings["early_stopping"],
-        best_so_far) + list(extra_callbacks)
-    if transfer.head_on_cached_features(settings, done, cluster.num_processes):
-        done = transfer.fit_head_on_features(model, config.MODELS[settings["model"]].head, train_gen, val_gen, done,
-                                             settings["freeze_epochs"], settings["num_epochs"], run_callbacks,
-                                             class_weights)
-    if done < settings["num_epochs"] and not model.stop_training:
-        # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
-        # Python's global random state, which a resumed run does not share with the run it continues.
-        model.fit(train_gen, validation_data=val_gen, epochs=settings["num_epochs"], initial_epoch=done,
-                  shuffle=False, verbose=(1 if sys.stdout.isatty() else 2) if cluster.is_chief else 0,
-                  callbacks=run_callbacks, class_weight=class_weights)
+    # A new run is written beside its place and published after its first epoch (support/folders.py); saving a
+    # distributed model is collective: every process saves, but only process 0 into the run folder.
     if not cluster.is_chief:
-        shutil.rmtree(writes_to)
-        print(f"process {cluster.process_id} done; process 0 wrote the run folder {run_dir}")
-        return model
-    print(f"training curves: {plots.training_curves(run_dir)}")
-    history = callbacks.read_history(run_dir)
+        folder = folders.Destination(tempfile.mkdtemp(prefix=f"process{cluster.process_id}-"))
+    elif resume:
+        folder = folders.Destination(recorded.save_to)
+    else:
+        folder = folders.Destination.new(recorded.save_to)
+        recorded = config.save(folder.path, recorded)
+    return Training(recorded, train_gen, val_gen, class_weights, model, folder, done, best_so_far, cluster)
+
+
+def fit(training, extra_callbacks=()):
+    """Train the epochs still to do: the frozen ones on cached features where it can, the rest with model.fit.
+    A run that fails before its first epoch is done leaves the folder it would replace as it was."""
+    import callbacks
+    import transfer
+
+    settings, model, done = training.settings, training.model, training.done
+    left_out = sum(int(reader.left_out.sum()) for reader in {training.train_gen.reader, training.val_gen.reader})
+    print(f"{settings.model}: {model.count_params():,} parameters; training on {len(training.train_gen.indices)} and "
+          f"validating on {len(training.val_gen.indices)} items of {len(settings.class_names)} classes"
+          + (f"; {left_out} left out (--exclude)" if left_out else "")
+          + (f"; {len(settings.split_groups)} groups of copies each on one side (--split_groups)"
+             if settings.split_groups else "")
+          + (f"; process {training.cluster.process_id} of {training.cluster.num_processes}"
+             if training.cluster.num_processes > 1 else ""))
+    if training.class_weights:
+        print(f"loss weight of each class (--class_weight): "
+              f"{class_weight.describe(training.class_weights, settings.class_names)}")
+    run_callbacks = unfreezing(settings, len(training.train_gen)) + callbacks.get(
+        training.folder, [training.train_gen, training.val_gen], settings.keep_checkpoints, settings.early_stopping,
+        training.best_so_far) + list(extra_callbacks)
+    try:
+        if transfer.head_on_cached_features(settings.freeze_epochs, done, training.cluster.num_processes):
+            done = transfer.fit_head_on_features(model, config.MODELS[settings.model].head, training.train_gen,
+                                                 training.val_gen, done, settings.freeze_epochs, settings.num_epochs,
+                                                 run_callbacks, training.class_weights)
+        if done < settings.num_epochs and not model.stop_training:
+            # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws
+            # from Python's global random state, which a resumed run does not share with the run it continues.
+            model.fit(training.train_gen, validation_data=training.val_gen, epochs=settings.num_epochs,
+                      initial_epoch=done, shuffle=False, callbacks=run_callbacks,
+                      verbose=(1 if sys.stdout.isatty() else 2) if training.cluster.is_chief else 0,
+                      class_weight=training.class_weights)
+    except BaseException:
+        training.folder.discard()
+        raise
+    return model
+
+
+def report(training):
+    """The curves, the best epoch, and a warning when the run learned nothing."""
+    import callbacks
+    import plots
+
+    settings, cluster = training.settings, training.cluster
+    if not cluster.is_chief:
+        shutil.rmtree(training.folder.path)
+        print(f"process {cluster.process_id} done; process 0 wrote the run folder {settings.save_to}")
+        return
+    print(f"training curves: {plots.training_curves(settings.save_to)}")
+    history = callbacks.read_history(settings.save_to)
     best = max(history, key=lambda row: float(row["val_accuracy"]))
     print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
-          f"{len(history)} epochs run; run folder: {run_dir}")
-    problem = nothing_learned(model, val_gen, float(best["val_accuracy"]), cluster.num_processes == 1)
+          f"{len(history)} epochs run; run folder: {settings.save_to}")
+    problem = nothing_learned(training.model, training.val_gen, float(best["val_accuracy"]), cluster.num_processes == 1)
     if problem:
         print(f"warning: this run learned nothing: {problem}. Likely causes: too few steps (more epochs or a "
               f"smaller --batch_size), a --learning_rate too high or too low, BatchNorm statistics that lag "
               f"(momentum near 1 on a small data set), or labels that do not match the images", file=sys.stderr)
-    return model
+
+
+def run(settings, resume=False, overwrite=False, cluster=distribute.Cluster(), extra_callbacks=()):
+    """Train as `settings` (a config.RunConfig) says into settings.save_to, and return the trained keras.Model: the
+    one path of train.py, of Python code, and of tune.py's trials (whose pruning is an extra callback). A user error
+    is a UserError, raised before anything is written."""
+    training = prepare(settings, resume, overwrite, cluster)
+    fit(training, extra_callbacks)
+    report(training)
+    return training.model
+
+
+@reports_user_errors
+def main(argv=None):
+    """Train as the command line says; returns the trained model (for scripts and tests)."""
+    args = parse_args(argv)
+    settings = settings_from(args)
+    if args.summary:  # before any data is read: the classes are only counted, and two will do
+        model = config.build_model(settings.replace(class_names=["a", "b"]))
+        model.summary()
+        return model
+    cluster = distribute.cluster_from(args.coordinator_address, args.num_processes, args.process_id)
+    return run(settings, args.resume, args.overwrite, cluster)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,11 @@ checkpoints, the backup --resume needs); --jitter applies from the first unfroze
 learn from it (a head on frozen features gains little from jittered copies, and each would cost a pass of the
 base). A Dropout before the head is not applied to the cached features (it runs only in the uncached path).
 """
-import copy
-
 import keras
 import numpy as np
 from tqdm import tqdm
 
-import config
-from support import inference
+from support import folders, inference
 from support.errors import UserError
 from support.layers import weighted_layers
 
@@ -34,7 +31,7 @@ def shapes(layer):
 
 def source_model(path):
     """The model --from_ckpt names: a run folder's best.keras, or a .keras / .h5 model file."""
-    if config.is_run_folder(path):
+    if folders.is_run_folder(path):
         path = inference.model_in(path)
     elif not path.endswith(inference.KERAS_SUFFIXES):
         raise UserError(f"--from_ckpt {path}: expected a run folder, a .keras or .h5 model, or a .weights.h5 file")
@@ -112,10 +109,9 @@ def unfreeze_base(model, spec):
                 inner.trainable = False
 
 
-def frozen_at(settings, epochs_done):
+def frozen_at(freeze_epochs, epochs_done):
     """Whether the model that continues after `epochs_done` epochs starts with its base frozen. A run resumed
     exactly at the switch restores the frozen state it saved; UnfreezeBase then switches as the epoch begins."""
-    freeze_epochs = settings["freeze_epochs"]
     return freeze_epochs > 0 and epochs_done <= freeze_epochs
 
 
@@ -145,23 +141,31 @@ class UnfreezeBase(keras.callbacks.Callback):
 
 # --- the frozen epochs on cached features ------------------------------------------------------------------
 
-def head_on_cached_features(settings, epochs_done, num_processes):
+def head_on_cached_features(freeze_epochs, epochs_done, num_processes):
     """Whether the frozen epochs still to run can train the head on features computed once: this process holds all
     the data (jitter waits for the unfrozen epochs)."""
-    return epochs_done < settings["freeze_epochs"] and num_processes == 1
+    return epochs_done < freeze_epochs and num_processes == 1
 
 
-def feature_batches(feature_model, batches):
-    """A copy of `batches` serving each item's features (computed here, once) in place of its image: the same
-    batches in the same order every epoch. The images prepared on the way stay in `batches`' own cache."""
-    features = {}
-    for start in tqdm(range(0, len(batches.indices), batches.batch_size), unit="batch", disable=None,
-                      desc=f"features of the frozen base ({batches.mode})"):
-        chosen = batches.indices[start:start + batches.batch_size]
-        features.update(zip(chosen, np.asarray(feature_model.predict_on_batch(batches.prepared(chosen)))))
-    cached = copy.copy(batches)
-    cached.cache, cached.cache_room, cached.augmenter = features, 0, None
-    return cached
+class CachedFeatures(keras.utils.PyDataset):
+    """The batches of a BatchGenerator with each item's features from the frozen base (computed here, once) in place
+    of its image: the same items in the same order every epoch (its `epoch` is the generator's). The images prepared
+    on the way stay in the generator's own cache, for the unfrozen epochs."""
+
+    def __init__(self, feature_model, batches):
+        super().__init__()
+        self.batches, self.features = batches, {}
+        for start in tqdm(range(0, len(batches.indices), batches.batch_size), unit="batch", disable=None,
+                          desc=f"features of the frozen base ({batches.mode})"):
+            chosen = batches.indices[start:start + batches.batch_size]
+            self.features.update(zip(chosen, np.asarray(feature_model.predict_on_batch(batches.prepared(chosen)))))
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        chosen = self.batches.chosen(index)
+        return np.stack([self.features[i] for i in chosen]), self.batches.labels[chosen].astype(np.int32)
 
 
 def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_epochs, num_epochs, run_callbacks,
@@ -170,7 +174,7 @@ def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_ep
     callbacks and class weights), but on features computed once; returns the epochs done."""
     first = model.get_layer(head[0])
     feature_model = keras.Model(model.inputs, first.input)  # before the head model adds nodes to the head layers
-    train_features, val_features = feature_batches(feature_model, train_gen), feature_batches(feature_model, val_gen)
+    train_features, val_features = CachedFeatures(feature_model, train_gen), CachedFeatures(feature_model, val_gen)
     inputs = keras.Input(shape=first.input.shape[1:])
     outputs = inputs
     for name in head:
@@ -181,8 +185,7 @@ def fit_head_on_features(model, head, train_gen, val_gen, epochs_done, freeze_ep
     hooks.on_train_begin()
     logs = {}
     for epoch in range(epochs_done, freeze_epochs):
-        hooks.on_epoch_begin(epoch)
-        train_features.epoch = epoch
+        hooks.on_epoch_begin(epoch)  # the run's EpochSeed sets the generators' epoch: their order, and the features'
         history = trainer.fit(train_features, validation_data=val_features, epochs=1, shuffle=False, verbose=0,
                               class_weight=class_weights)
         logs = {key: float(values[-1]) for key, values in history.history.items()}

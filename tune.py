@@ -2,17 +2,28 @@
 
     python tune.py --data DATA --save_to progress/tune --trials 30 [--timeout S] [--space FILE] [train.py flags]
 
-The search space is data: by default TRAINING_SPACE below plus what the model's SPEC declares (models/<name>.py),
-or a JSON file given as --space FILE. Each entry names a train.py setting (`learning_rate`, `batch_size`, `jitter`,
-...) or a model argument (`model_kwargs.dropout`) with its type and range. Trial N trains into SAVE_TO/trial_NNN
+The search space is data: by default the range each searchable setting declares (config.SETTINGS: `space`), with
+what the model's SPEC declares (models/<name>.py) added or replacing those, or a JSON file given as --space FILE.
+Each entry names a searchable train.py setting (`learning_rate`, `batch_size`, `jitter`) or a model argument
+(`model_kwargs.dropout`) with its type and range; seed, train_ratio (which would move the validation set the
+search is scored on), workers, cache_mb and keep_checkpoints are never searched. Trial N trains into SAVE_TO/trial_NNN
 through train.run, the code path of the command line, so deploy.py, evaluate.py and --resume accept every trial
 folder. Every epoch's val_accuracy goes to Optuna, whose median pruner stops a trial that trails the earlier ones
 at the same epoch.
 
 The study lives in SAVE_TO/study.db (SQLite, nothing to install or start): the same command again continues it.
 A trial whose process died (killed, crashed) stops sending heartbeats, is marked failed and is tried again.
---storage URL (PostgreSQL, MySQL: any Optuna RDB URL) shares one study among processes on many machines.
+--storage URL (PostgreSQL, MySQL: any Optuna RDB URL) shares one study among processes on many machines;
+--storage env:NAME reads the URL from the environment variable NAME, out of the shell's history and `ps`. Its
+password appears nowhere: every line, error and tune.json show the URL masked (support/secret_url.py), and the
+--workers processes get it through their environment.
 """
+from support import startup
+
+if __name__ == "__main__":
+    startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+
+# The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
 import inspect
 import json
@@ -22,7 +33,6 @@ import sys
 import time
 import warnings
 
-from support import console  # noqa: F401  first: quiets TensorFlow's import (see console.py)
 from support import requirements
 
 requirements.require(["optuna"], "requirements-tune.txt", "tune.py")
@@ -35,10 +45,11 @@ import callbacks
 import config
 import train
 from datagen import open_run_data
-from support import distribute, storage
+from support import distribute, doodles, folders, secret_url, storage
 from support.errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
-MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (no password) and fixed train.py flags
+MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (masked) and fixed train.py flags
+STORAGE_VARIABLE = "TUNE_STORAGE"  # the environment variable the --workers processes get the storage URL in
 STUDY_NAME = "tune"
 HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
 GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process died) and tried again
@@ -46,17 +57,18 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial does not c
 # Flags tune.py sets for each trial itself.
 MANAGED_FLAGS = ("--save_to", "--resume", "--overwrite")
 TYPES = ("float", "int", "categorical")
-# What every model's search covers unless its SPEC.space replaces an entry; SPEC.space adds the model's arguments.
-TRAINING_SPACE = {
-    "learning_rate": {"type": "float", "low": 0.0003, "high": 0.003, "log": True},
-    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
-    "jitter": {"type": "categorical", "choices": [False, True]},
-}
 # Heartbeats have been "experimental" in Optuna since 2.8 and are what it recommends for failed processes.
-for experimental in ("Argument ``heartbeat_interval`` is an experimental feature",
-                     "RetryHeartbeatStaleTrialCallback is experimental",
-                     "optuna.storages._heartbeat.fail_stale_trials is experimental"):
-    warnings.filterwarnings("ignore", message=experimental, category=optuna.exceptions.ExperimentalWarning)
+EXPERIMENTAL = ("Argument ``heartbeat_interval`` is an experimental feature",
+                "RetryHeartbeatStaleTrialCallback is experimental",
+                "optuna.storages._heartbeat.fail_stale_trials is experimental")
+
+
+def quiet_optuna():
+    """Optuna's lines that say nothing to a user: its per-trial log (announce() says what finished, one line a
+    trial) and the experimental-feature warnings of the heartbeats."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for experimental in EXPERIMENTAL:
+        warnings.filterwarnings("ignore", message=experimental, category=optuna.exceptions.ExperimentalWarning)
 
 
 def parse_args(argv=None):
@@ -69,7 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--space", help="search space JSON (default: the training settings plus the model's own entries, "
                                    "as its SPEC in models/<name>.py declares; tune.json records the space used)")
     p.add_argument("--storage", help="Optuna RDB URL shared by several tune.py processes, e.g. "
-                                     "postgresql://user:pass@host/db (default: sqlite in --save_to)")
+                                     "postgresql://user:pass@host/db, or env:NAME to read it from the environment "
+                                     "variable NAME (e.g. env:TUNE_STORAGE); printed and recorded with its password "
+                                     "masked (default: sqlite in --save_to)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="trials at once on this machine, each in its own process (default: %(default)s)")
     p.add_argument("--summary", action=argparse.BooleanOptionalAction, default=True,
@@ -90,15 +104,17 @@ def train_args(flags):
 # --- the search space ------------------------------------------------------------------------------------------
 
 def searchable(model):
-    """Names a space may use: train.py settings, and model_kwargs.<named argument of the model's construct()>."""
+    """Names a space may use: the settings that declare a space, and model_kwargs.<named argument of the model's
+    construct()>."""
     settings = list(config.SEARCHABLE)
     parameters = list(inspect.signature(config.MODELS[model].construct).parameters.values())[2:]  # after the shapes
     return settings + [f"model_kwargs.{p.name}" for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
 
 def model_space(model):
-    """The default search: TRAINING_SPACE with the model's declared entries added or replacing its own."""
-    return {**TRAINING_SPACE, **config.MODELS[model].space}
+    """The default search: each searchable setting's declared space, with the model's entries added or replacing
+    them."""
+    return {**{name: config.NAMED[name].space for name in config.SEARCHABLE}, **config.MODELS[model].space}
 
 
 def read_space(path):
@@ -114,6 +130,9 @@ def check_space(space, where, model):
         raise UserError(f"{where}: a search space is a non-empty JSON object of name: {{\"type\": ...}}")
     valid = searchable(model)
     for name, spec in space.items():
+        if name in config.NEVER_SEARCHED:
+            raise UserError(f"{where}: {name} is never searched: a trial's score must not depend on it (train_ratio "
+                            f"would move the validation set it is scored on); searchable: {', '.join(valid)}")
         if name not in valid:
             raise UserError(f"{where}: unknown parameter '{name}' for {model}; searchable: {', '.join(valid)}")
         check_spec(f"{where}: {name}", spec)
@@ -158,7 +177,7 @@ def as_flags(params, fixed_kwargs):
     for name, value in params.items():
         if name.startswith("model_kwargs."):
             model_kwargs[name.split(".", 1)[1]] = value
-        elif isinstance(config.TRAINING[name], bool):
+        elif config.NAMED[name].type is None:  # a bool
             flags.append(f"--{name}" if value else f"--no-{name}")
         else:
             flags += [f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
@@ -169,7 +188,7 @@ def check_against_train(space, fixed_flags, fixed_kwargs):
     """Every end of every range must be a value train.py accepts, before anything is written."""
     for name, spec in space.items():
         for value in extremes(spec):
-            train_args(fixed_flags + as_flags({name: value}, fixed_kwargs))
+            train.settings_from(train_args(fixed_flags + as_flags({name: value}, fixed_kwargs)))
 
 
 # --- trials ------------------------------------------------------------------------------------------------------
@@ -221,14 +240,6 @@ def announce(study, trial):
 
 # --- the study ----------------------------------------------------------------------------------------------------
 
-def without_password(url):
-    """The URL to print: an error message must not show the database password."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: nothing in it to hide
-        return url
-
-
 # Storage failures that a second try can mend: a server not answering yet, tables that processes started together
 # race to create. A URL that names no database or a driver that is not installed is the user's to fix; anything
 # else is a bug and keeps its traceback.
@@ -241,15 +252,16 @@ def open_study(url, attempts=3):
     for attempt in range(attempts):
         try:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+            template = url.replace("{", "{{").replace("}", "}}")  # Optuna str.format()s the URL: braces survive
+            rdb = optuna.storages.RDBStorage(template, heartbeat_interval=HEARTBEAT_SECONDS,
                                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)
             return optuna.create_study(storage=rdb, study_name=STUDY_NAME, direction="maximize",
                                        load_if_exists=True,
                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
         except (*RETRIED, *NOT_A_STORAGE) as error:
             if attempt + 1 == attempts or isinstance(error, NOT_A_STORAGE):
-                raise UserError(f"cannot open the study storage {without_password(url)}: {first_line(error)}") \
-                    from error
+                raise UserError(f"cannot open the study storage {secret_url.printable(url)}: "
+                                f"{secret_url.masked(first_line(error), url)}") from secret_url.masked_cause(error, url)
             time.sleep(1 + attempt)
 
 
@@ -303,10 +315,12 @@ def run_trials(study, objective, trials, timeout):
             optuna.study.MaxTrialsCallback(trials, states=FINISHED), announce])
 
 
-def start_workers(argv, count):
-    """The other --workers: this command again with one worker each and no summary, sharing the storage."""
+def start_workers(argv, count, url):
+    """The other --workers: this command again with one worker each and no summary, sharing the storage, whose URL
+    they read from their environment (STORAGE_VARIABLE), not from their argv."""
+    argv, environment = secret_url.by_environment(argv, url, STORAGE_VARIABLE)
     command = [sys.executable, os.path.abspath(__file__), *argv, "--workers", "1", "--no-summary"]
-    return [subprocess.Popen(command) for _ in range(count)]
+    return [subprocess.Popen(command, env=environment) for _ in range(count)]
 
 
 # --- the summary --------------------------------------------------------------------------------------------------
@@ -326,8 +340,10 @@ def print_table(study):
 
 
 def save_pictures(study, save_to):
-    """Optuna's optimization history and parameter importances, drawn headless (plots.py chose Agg)."""
-    import plots  # noqa: F401  (chooses the Agg backend before pyplot loads)
+    """Optuna's optimization history and parameter importances, drawn headless (Optuna draws with pyplot: its
+    backend is chosen here, Agg, which writes files and opens no window)."""
+    import matplotlib
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     drawn = []
@@ -356,9 +372,9 @@ def write_best(study, save_to):
     --storage it may have run on another one)."""
     best = study.best_trial
     run_dir = best.user_attrs["run_folder"]
-    here = config.is_run_folder(run_dir)
+    here = folders.is_run_folder(run_dir)
     record = {"trial": best.number, "val_accuracy": best.value, "params": best.params, "run_folder": run_dir,
-              "settings": config.read(run_dir) if here else None}
+              "settings": config.read(run_dir).record() if here else None}
     storage.write(os.path.join(save_to, "best.json"), json.dumps(record, indent=2))
     link = os.path.join(save_to, "best")
     if os.path.islink(link):
@@ -388,26 +404,28 @@ def summarize(study, save_to):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    quiet_optuna()
     fixed = train_args(args.train_flags)
     model = config.given_or_default(fixed, "model")
     space = check_space(read_space(args.space) if args.space else model_space(model),
                         args.space or f"the search space of models/{model}.py", model)
     check_against_train(space, args.train_flags, fixed.model_kwargs or {})
     settings = train.settings_from(fixed)
-    distribute.check(settings["distribute"], one_process(fixed))
-    train.write_sample_if_default(settings)  # as train.run does: no --data means the synthetic sample
+    distribute.check(settings.distribute, one_process(fixed))
+    doodles.write_if_default(settings.data)  # as train.run does: no --data means the synthetic sample
     open_run_data(settings)  # missing or unreadable data: before anything is written
     save_to = os.path.abspath(args.save_to)
-    url = args.storage or f"sqlite:///{os.path.join(save_to, 'study.db')}"
-    marker = {"storage": without_password(url), "train_flags": args.train_flags, "space": space}
+    url = secret_url.resolve(args.storage, "--storage") if args.storage else \
+        f"sqlite:///{os.path.join(save_to, 'study.db')}"
+    # A continued search recognises its storage by the masked URL: the same database, whatever its password now.
+    marker = {"storage": secret_url.printable(url), "train_flags": args.train_flags, "space": space}
     check_tune_folder(save_to, marker)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # announce() says what finished, one line a trial
     study = open_study(url) if args.storage else None  # an unreachable server: before anything is written
     os.makedirs(save_to, exist_ok=True)
     storage.write(os.path.join(save_to, MARKER), json.dumps(marker, indent=2))
     study = study or open_study(url)
     settle_dead_trials(study)
-    workers = start_workers(argv, args.workers - 1) if args.workers > 1 else []
+    workers = start_workers(argv, args.workers - 1, url) if args.workers > 1 else []
     objective = make_objective(save_to, space, args.train_flags, fixed.model_kwargs or {})
     run_trials(study, objective, args.trials, args.timeout)
     for worker in workers:

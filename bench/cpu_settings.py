@@ -23,7 +23,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import startup  # noqa: E402
+
+startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
 from support import allocator  # noqa: E402
 from support import onednn  # noqa: E402
 

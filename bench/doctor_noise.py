@@ -30,7 +30,10 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import startup  # noqa: E402
+
+startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
+import config  # noqa: E402
 from datagen import in_train_split  # noqa: E402
 from reader import DataReader  # noqa: E402
 from support import curation, features, label_probe  # noqa: E402
@@ -213,7 +216,7 @@ def measure_leakage(name, real_data, scratch):
     after = leakage(table(os.path.join(report, "duplicates.csv")))
     reader = DataReader(data)
     plain_train = in_train_split(reader.id_keys, 0, 0.8)
-    curation.apply({"exclude": None, "split_groups": curation.read_groups(plain_csv)}, reader)
+    curation.apply(config.RunConfig(data=[data], split_groups=plain_csv), reader)
     grouped_train = in_train_split(reader.id_keys, 0, 0.8)
     print(f"  validation photos with a copy or near twin in training: {plain} of {int((~plain_train).sum())}; "
           f"with --split_groups: {after} of {int((~grouped_train).sum())} ({int(grouped_train.sum())} train, "

@@ -24,7 +24,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import startup  # noqa: E402
+
+startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
 import config  # noqa: E402
 
 SPLITS = {"A": (["apple", "bicycle", "bowtie", "cat", "diamond"], ["eye", "fish", "lollipop", "rainbow"]),
@@ -80,7 +82,7 @@ def starts(pretrained, recipes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = f"{config.TRAINING['head_lr_factor']:g}/{config.TRAINING['unfreeze_lr_factor']:g}"
+    defaults = f"{config.NAMED['head_lr_factor'].default:g}/{config.NAMED['unfreeze_lr_factor'].default:g}"
     p.add_argument("--freezing", default=f"1/0.1,{defaults}",
                    help="comma-separated HEAD/UNFREEZE pairs of --head_lr_factor and --unfreeze_lr_factor to compare "
                         "(default: %(default)s: the factors of before --head_lr_factor, and train.py's defaults)")
@@ -117,7 +119,7 @@ def main():
     for (size, start), values in results.items():
         per_split = "  ".join(f"{split} {np.mean(by_split[(size, start, split)]):.3f}" for split in SPLITS)
         print(f"  {size:2d} a class  {start:76} {per_split}  both {np.mean(values):.3f}")
-    default = freezing(config.TRAINING["head_lr_factor"], config.TRAINING["unfreeze_lr_factor"])[0]
+    default = freezing(config.NAMED["head_lr_factor"].default, config.NAMED["unfreeze_lr_factor"].default)[0]
     gains = []
     for size, goal in GOALS.items():
         scratch = np.mean(results[(size, "from scratch")])

@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import config  # noqa: E402
-from datagen import BatchGenerator, prepare  # noqa: E402
+from datagen import BatchGenerator  # noqa: E402
+from support.images import prepare  # noqa: E402
 from reader import DataReader  # noqa: E402
 from support import doodles  # noqa: E402
 

@@ -8,7 +8,7 @@ whether the model's metadata names the classes for MediaPipe, and whether MediaP
 mediapipe lives in a venv of its own (its opencv-contrib-python overwrites imgaug's cv2), without TensorFlow, so
 the work is split in two processes. This script, run by the mediapipe venv's Python, first runs itself under the
 template's venv (--python) with --ours_to: that half reads the images with DataReader, brings them to the model's
-input size with datagen.prepare, and classifies them with inference.load_classifier (LiteRT); it saves those very
+input size with support.images.prepare, and classifies them with inference.load_classifier (LiteRT); it saves those very
 pixels and its answers. The mediapipe half then hands MediaPipe the same pixels, already at the input size, so its
 own resize has nothing to change and both see identical input. Scores are compared in quantisation steps of the
 uint8 output (its scale): both dequantize the same uint8 output, so identical answers differ by 0 steps.
@@ -41,9 +41,11 @@ def parse_args():
 def save_our_answers(args):
     """Our half: the template's reading, resizing and LiteRT classification; saves pixels, scores, scale, labels."""
     sys.path.insert(0, ROOT)
-    from support import console  # noqa: F401  (first: quiets TensorFlow's import, as in every tool of the template)
+    from support import startup
+    startup.setup()  # first: before anything imports TensorFlow, as every tool of the template does
     from support import tflite_metadata
-    from datagen import prepare, select
+    from datagen import select
+    from support.images import prepare
     from support.inference import load_classifier
     from reader import DataReader
 

@@ -27,7 +27,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import startup  # noqa: E402
+
+startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
 from datagen import in_train_split  # noqa: E402
 from reader import IMAGE_SUFFIXES  # noqa: E402
 from support.ids import stable_hash  # noqa: E402

@@ -1,6 +1,6 @@
 """The SavedModel deploy.py writes, given image files as a server is, against predict.py on the same files: top-1
 agreement and the largest probability gap on the shared photos and drawings; and the export's image preparation
-against datagen.prepare's, pixel by pixel, beside the preparations it was chosen over.
+against support.images.prepare's, pixel by pixel, beside the preparations it was chosen over.
 
     REAL_DATA_DIR=../shared/data .venv/bin/python bench/saved_model_agreement.py      # ~15 minutes on 2 cores
     REAL_DATA_DIR=../shared/data .venv/bin/python bench/saved_model_agreement.py --sets cats --work_dir /tmp/sma
@@ -14,7 +14,7 @@ tf.saved_model.load, then answers each image's file (DataReader.encoded: the JPE
 batches of 32. Printed per set: images, top-1 agreement, largest and mean probability gap.
 
 The variants, on a seeded sample of --variant_images per set: the export's preparation and three others, each
-compared with datagen.prepare's pixels (share of pixels equal, largest difference) and, through the run's Keras
+compared with support.images.prepare's pixels (share of pixels equal, largest difference) and, through the run's Keras
 model, with predict.py's answers (top-1 agreement, largest probability gap).
 """
 import argparse
@@ -27,14 +27,18 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from support import console  # noqa: E402,F401  first: quiets TensorFlow's import
+from support import startup  # noqa: E402
+
+startup.setup()  # first: before anything imports TensorFlow (support/startup.py)
 import tensorflow as tf  # noqa: E402
 
-from datagen import prepare, select  # noqa: E402
+from datagen import select  # noqa: E402
+from support.images import prepare  # noqa: E402
 from few_shot import run  # noqa: E402  a tool in its own process; its output if it fails
 from reader import DataReader  # noqa: E402
+from support.folders import SAVED_MODEL  # noqa: E402
 from support.inference import load_classifier  # noqa: E402
-from support.saved_model_export import (FOLDER, agreement, converted, decoded, prepared, resized, rounded, served,
+from support.saved_model_export import (agreement, converted, decoded, prepared, resized, rounded, served,
                                         version_folder)
 
 PHOTO_RUN = ["--model", "efficientnet_lite", "--model_kwargs", '{"weights": "imagenet"}', "--freeze_epochs", "1",
@@ -81,7 +85,7 @@ def variants(input_size, channels):
 
 
 def variant_rows(reader, indices, classifier, expected, ids):
-    """One row per variant: pixel agreement with datagen.prepare and, through the Keras model, with predict.py."""
+    """One row per variant: pixel agreement with support.images.prepare and, through the Keras model, with predict.py."""
     height, width, channels = classifier.input_shape
     reference = np.stack([prepare(reader.load(i), (height, width), channels) for i in indices])
     rows = []
@@ -102,7 +106,7 @@ def measure(name, real_data, work, variant_images):
     run_dir, deploy_dir = os.path.join(work, f"{name}_run"), os.path.join(work, f"{name}_deploy")
     if not os.path.isfile(os.path.join(run_dir, "best.keras")):
         run("train.py", "--data", os.path.join(real_data, training), *flags, "--save_to", run_dir, "--overwrite")
-    if not os.path.isdir(os.path.join(deploy_dir, FOLDER)):
+    if not os.path.isdir(os.path.join(deploy_dir, SAVED_MODEL)):
         run("deploy.py", "--read_from", run_dir, "--save_to", deploy_dir, "--formats", "h5,saved_model", "--overwrite")
     classifier = load_classifier(os.path.join(run_dir, "best.keras"))
     expected = predict_py(run_dir, sources, classifier.num_classes, os.path.join(work, f"{name}_predictions.csv"))

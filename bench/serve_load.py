@@ -6,8 +6,8 @@ bad-input list sent under load, with the server's memory before and after.
 
 The requests are base64 PNGs of real QuickDraw drawings (KMLC's validation records), as the try-it page and a
 TF Serving client send them. The clients are threads with keep-alive connections in this process and the server
-is its own process: both share this machine's cores. In-process, the same threads call serve.request_images and
-the model pool directly: the same decoding, preparing and model, without HTTP, so the ratio is HTTP's cost.
+is its own process: both share this machine's cores. In-process, the same threads call request_images and the
+model pool directly: the same decoding, preparing and model, without HTTP, so the ratio is HTTP's cost.
 """
 import argparse
 import base64
@@ -28,10 +28,12 @@ from PIL import Image  # noqa: E402
 
 import serve  # noqa: E402
 from reader import DataReader  # noqa: E402
+from support.rest_request import request_images  # noqa: E402
 
-MAX_INSTANCES, MAX_IMAGE_PIXELS = 8, 1_000_000
+MAX_INSTANCES, MAX_IMAGE_PIXELS, MAX_REQUEST_PIXELS = 8, 1_000_000, 8_000_000
 LIMITS = ["--max_request_bytes", "1000000", "--max_instances", str(MAX_INSTANCES),
-          "--max_image_pixels", str(MAX_IMAGE_PIXELS)]
+          "--max_image_pixels", str(MAX_IMAGE_PIXELS), "--max_request_pixels", str(MAX_REQUEST_PIXELS)]
+JSON = {"Content-Type": "application/json"}
 
 
 def png_b64(array):
@@ -78,7 +80,7 @@ def http_call(port):
 
 def in_process_call(pool, shape):
     def call(request):
-        pool.predict(serve.request_images(request[2], shape, MAX_INSTANCES, MAX_IMAGE_PIXELS))
+        pool.predict(request_images(request[2], shape, MAX_INSTANCES, MAX_IMAGE_PIXELS, MAX_REQUEST_PIXELS))
         return True
 
     return call
@@ -124,14 +126,14 @@ def bad_requests(path, good):
     def instances(*items):
         return json.dumps({"instances": list(items)})
 
-    return [("POST", path, '{"instances": [', {}, 400),  # malformed JSON
-            ("POST", path, '{"inputs": []}', {}, 400),  # no "instances"
-            ("POST", path, instances([[0] * 28] * 28), {}, 400),  # wrong pixel shape
-            ("POST", path, instances({"b64": base64.b64encode(b"not an image").decode()}), {}, 400),
-            ("POST", path, instances({"b64": big}), {}, 413),  # image over the limit
-            ("POST", path, None, {"Content-Length": str(10 ** 9)}, 413),  # body over the limit
-            ("POST", path, instances(*[{"b64": good}] * (MAX_INSTANCES + 1)), {}, 413),  # too many instances
-            ("POST", "/v1/models/no_such_model:predict", instances({"b64": good}), {}, 404)]  # unknown model
+    return [("POST", path, '{"instances": [', JSON, 400),  # malformed JSON
+            ("POST", path, '{"inputs": []}', JSON, 400),  # no "instances"
+            ("POST", path, instances([[0] * 28] * 28), JSON, 400),  # wrong pixel shape
+            ("POST", path, instances({"b64": base64.b64encode(b"not an image").decode()}), JSON, 400),
+            ("POST", path, instances({"b64": big}), JSON, 413),  # image over the limit
+            ("POST", path, None, {**JSON, "Content-Length": str(10 ** 9)}, 413),  # body over the limit
+            ("POST", path, instances(*[{"b64": good}] * (MAX_INSTANCES + 1)), JSON, 413),  # too many instances
+            ("POST", "/v1/models/no_such_model:predict", instances({"b64": good}), JSON, 404)]  # unknown model
 
 
 def main():
@@ -153,7 +155,7 @@ def main():
     model_path = serve.chosen_model(args.model_dir, None)
     name = os.path.basename(os.path.normpath(args.model_dir))
     path = f"/v1/models/{name}:predict"
-    good = [("POST", path, json.dumps({"instances": [{"b64": d}]}), {}, 200) for d in drawings]
+    good = [("POST", path, json.dumps({"instances": [{"b64": d}]}), JSON, 200) for d in drawings]
 
     servers = {count: start_server(args.model_dir, count) for count in copies}
     calls = {}

@@ -7,6 +7,7 @@ config.py's list and default, the template's code names no model, and the tests 
 plus its name in config.py. Tests of one model's own behaviour (EfficientNet-Lite's weights, MobileNet's
 preprocessing) name it.
 """
+import collections.abc
 import importlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -58,15 +59,6 @@ class ModelSpec:
                     return tuple(size)
         return tuple(self.input_size)
 
-    def size_note(self):
-        """The declared input of every value that differs from input_size, for --help: 'variant lite1 240x240, ...'."""
-        notes = []
-        for argument, sizes in self.input_sizes.items():
-            other = [f"{value} {'x'.join(map(str, size))}" for value, size in sizes.items()
-                     if tuple(size) != tuple(self.input_size)]
-            notes += [f"{argument} {', '.join(other)}"] if other else []
-        return "; ".join(notes)
-
     def test_model(self, num_classes, channels=None):
         """The model at its test size, for `channels` (default: its own)."""
         shape = (*self.test_size["input_size"], channels or self.channels)
@@ -77,13 +69,35 @@ def is_size(size):
     return isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(d, int) and d > 0 for d in size)
 
 
+class Registry(collections.abc.MutableMapping):
+    """{name: the SPEC of models/<name>.py}, each model file imported when its model is first asked for, so that the
+    names alone (--help, a flag's choices) need no Keras. A file without a SPEC is a TypeError that says what to add;
+    a name can be added (a test registers one)."""
+
+    def __init__(self, names):
+        self.specs = dict.fromkeys(names)
+
+    def __getitem__(self, name):
+        if self.specs[name] is None:
+            spec = getattr(importlib.import_module(f"models.{name}"), "SPEC", None)
+            if not isinstance(spec, ModelSpec):
+                raise TypeError(f"models/{name}.py has no SPEC: declare SPEC = ModelSpec(construct, input_size, "
+                                f"channels, head, test_size) beside construct() (see models/quickdraw_cnn.py)")
+            self.specs[name] = spec
+        return self.specs[name]
+
+    def __setitem__(self, name, spec):
+        self.specs[name] = spec
+
+    def __delitem__(self, name):
+        del self.specs[name]
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self):
+        return len(self.specs)
+
+
 def registry(names):
-    """{name: the SPEC of models/<name>.py}; a file without one is a TypeError that says what to add."""
-    specs = {}
-    for name in names:
-        spec = getattr(importlib.import_module(f"models.{name}"), "SPEC", None)
-        if not isinstance(spec, ModelSpec):
-            raise TypeError(f"models/{name}.py has no SPEC: declare SPEC = ModelSpec(construct, input_size, channels, "
-                            f"head, test_size) beside construct() (see models/quickdraw_cnn.py)")
-        specs[name] = spec
-    return specs
+    return Registry(names)

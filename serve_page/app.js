@@ -1,5 +1,7 @@
 // The try-it page: a drawing or a dropped image file goes to the server's TF Serving :predict endpoint as
 // base64, exactly as any client would send it, and the five likeliest classes come back with the latency.
+// A server started with a token (serve.py --token_file) answers 401 without it: the page then asks for the token
+// once, keeps it for this tab (sessionStorage, gone when the tab closes) and sends it with every call.
 "use strict";
 const api = "/v1/models/" + encodeURIComponent(document.querySelector('meta[name="model"]').content);
 const $ = (id) => document.getElementById(id);
@@ -8,11 +10,33 @@ const strokes = [];
 let classNames = [];
 let inputShape = [28, 28, 1];
 let asked = 0;
+let token = sessionStorage.getItem("token");
+
+// A call to the REST API, with the token when there is one; a 401 shows the form that asks for it.
+async function call(path, options = {}) {
+  const headers = { ...options.headers, ...(token ? { Authorization: "Bearer " + token } : {}) };
+  const response = await fetch(api + path, { ...options, headers });
+  if (response.status === 401) {
+    if (token) $("asking").textContent = "That token was refused; the right one:";
+    $("login").hidden = false;
+    $("token").focus();
+  }
+  return response;
+}
+
+$("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("token").value.trim();
+  sessionStorage.setItem("token", token);
+  $("login").hidden = true;
+  start().catch((error) => showError(String(error)));
+});
 
 async function start() {
-  const response = await fetch(api + "/metadata");
+  const response = await call("/metadata");
   const answer = await response.json();
   if (!response.ok) return showError(answer.error);
+  $("error").textContent = "";
   ({ class_names: classNames, input_shape: inputShape } = answer.metadata);
   $("about").textContent = `${answer.metadata.model_file} (${answer.metadata.kind}), input ` +
     `${inputShape.join("×")}, ${classNames.length} classes`;
@@ -108,7 +132,7 @@ async function classify(dataUrl) {
   Object.assign($("sent"), { src: dataUrl, hidden: false });
   const started = performance.now();
   try {
-    const response = await fetch(api + ":predict", {
+    const response = await call(":predict", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ instances: [{ b64: dataUrl.split(",")[1] }] }),

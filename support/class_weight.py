@@ -20,16 +20,18 @@ BALANCED = "balanced"
 FORMS = f"'{BALANCED}' or a JSON object of class name: positive weight, e.g. '{{\"cat\": 2.0, \"dog\": 1.0}}'"
 
 
-def parse(text):
-    """--class_weight's value: "balanced", or {class name: weight} from a JSON object."""
-    if text == BALANCED:
-        return text
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
+def parse(given):
+    """--class_weight's value: "balanced", or {class name: weight} from a JSON object (or a dict)."""
+    if given == BALANCED:
+        return given
+    value = given
+    if isinstance(given, str):
+        try:
+            value = json.loads(given)
+        except ValueError:
+            value = None
     if not isinstance(value, dict) or not value or not all(is_weight(weight) for weight in value.values()):
-        raise argparse.ArgumentTypeError(f"must be {FORMS}; got '{text}'")
+        raise argparse.ArgumentTypeError(f"must be {FORMS}; got {given!r}")
     return {name: float(weight) for name, weight in value.items()}
 
 

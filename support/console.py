@@ -1,22 +1,24 @@
 """A quiet console: every tool prints its own lines, Keras' progress, and real warnings, not library chatter.
 
-Each command-line tool imports this module before anything that imports TensorFlow or Keras, because the
-chatter starts at `import tensorflow`: TensorFlow 2.21 writes its oneDNN and cpu_feature_guard lines and absl's
+Each command-line tool calls quiet() (through startup.setup()) before anything imports TensorFlow or Keras, because
+the chatter starts at `import tensorflow`: TensorFlow 2.21 writes its oneDNN and cpu_feature_guard lines and absl's
 "All log messages before absl::InitializeLog()" from C++ straight to file descriptor 2, whatever any log-level
-variable says. So the import runs here with the output descriptors held (`captured_output`), and
-TF_CPP_MIN_LOG_LEVEL=1, set before it, hides TensorFlow's later C++ info lines. Python warnings known to be
+variable says. So that import, whenever it comes, runs with the output descriptors held (`captured_output`, through
+QuietImport), and TF_CPP_MIN_LOG_LEVEL=1, set before it, hides TensorFlow's later C++ info lines. Python warnings known to be
 harmless here are silenced by their exact message, one by one; anything else still shows.
 
 KERAS_TEMPLATE_VERBOSE=1 (verbose.py) turns all of this off, for debugging: every library line comes back.
 """
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
 import tempfile
 import warnings
 
-from support import requirements, verbose
+from support import verbose
 
 
 # Python warnings that say nothing to a user of this template, each for a reason:
@@ -75,14 +77,32 @@ def silence_harmless_messages():
         warnings.filterwarnings("ignore", message=re.escape(message) + r"\Z")
 
 
-def quiet_libraries():
-    """Import TensorFlow without its start-up lines, hide its later C++ info lines, and the harmless messages."""
+class QuietImport(importlib.abc.MetaPathFinder):
+    """Has TensorFlow's first import, whoever makes it and whenever, run inside captured_output: a tool that never
+    needs TensorFlow (--help, the JAX backend on local data) never imports it, and one that does stays quiet."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: the search below, and every later import, go to the usual finders
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def load_quietly(module):
+                with captured_output():
+                    load(module)
+
+            spec.loader.exec_module = load_quietly
+        return spec
+
+
+def quiet():
+    """TensorFlow imported without its start-up lines when it is first imported, its later C++ info lines hidden,
+    and the harmless messages dropped."""
+    if verbose.ON:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # 1 hides C++ info lines; warnings and errors stay
-    with captured_output():
-        import tensorflow  # noqa: F401
+    if "tensorflow" not in sys.modules and not any(isinstance(f, QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, QuietImport())
     silence_harmless_messages()
-
-
-requirements.require_keras_backend()  # before any tool imports Keras
-if not verbose.ON:
-    quiet_libraries()

@@ -6,9 +6,10 @@ a line: those items leave training and validation alike. --split_groups FILE tak
 link each copy to the first of its group: every connected set of copies then splits as one item, by its first
 member's hash, so no near twin validates what its twin trained on.
 
-A flag's value is what its file names, each path that exists made absolute: config.json records it, so deploy.py,
-evaluate.py and --resume rebuild the same items and split from any folder. An entry names an item by its file's
-path (image folders) or by its id (TFRecords, .npy), as doctor.py writes it; one that names no item is an error.
+A setting's value is what its file names, each path that exists made absolute (a list of names; a list of groups):
+config.json records that, so deploy.py, evaluate.py and --resume rebuild the same items and split from any folder.
+An entry names an item by its file's path (image folders) or by its id (TFRecords, .npy), as doctor.py writes it;
+one that names no item is an error.
 """
 import argparse
 import csv
@@ -60,6 +61,27 @@ def read_groups(path):
     return connected_sets((entry(row[a]), entry(row[b])) for row in table[1:] if len(row) > max(a, b))
 
 
+def names(value):
+    """A list of item names as given (config.json, Python), checked."""
+    if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+        return list(value)
+    raise argparse.ArgumentTypeError(f"must be a file or a list of item names, got {value!r}")
+
+
+def excluded(value):
+    """The --exclude setting: the items a file names (read_exclude), or a list of them."""
+    return read_exclude(value) if isinstance(value, str) else names(value)
+
+
+def groups(value):
+    """The --split_groups setting: the groups a duplicates.csv links (read_groups), or a list of them."""
+    if isinstance(value, str):
+        return read_groups(value)
+    if isinstance(value, (list, tuple)):
+        return [names(group) for group in value]
+    raise argparse.ArgumentTypeError(f"must be a duplicates.csv or a list of groups of item names, got {value!r}")
+
+
 def item_names(reader):
     """How doctor.py names each item, and these flags find it: its file's path (image folders), else its id."""
     return reader.source.files if reader.fmt == "image_folder" else reader.ids
@@ -84,19 +106,19 @@ def look_up(entries, index, flag, where):
 
 
 def apply(settings, train_reader, val_reader=None):
-    """Leave out of every split what --exclude names (DataReader.left_out), and give each --split_groups group
-    one split key: its first member's."""
+    """Leave out of every split what settings.exclude names (DataReader.left_out), and give each of
+    settings.split_groups one split key: its first member's."""
     readers = [train_reader] + ([val_reader] if val_reader is not None else [])
-    if settings["exclude"]:
+    if settings.exclude:
         where = "--data or --val_data" if val_reader is not None else "--data"
-        for r, i in look_up(settings["exclude"], item_index(readers), "exclude", where):
+        for r, i in look_up(settings.exclude, item_index(readers), "exclude", where):
             readers[r].left_out[i] = True
-    if settings["split_groups"]:
+    if settings.split_groups:
         if val_reader is not None:
             raise UserError("--split_groups keeps copies on one side of the split of --data, and --val_data replaces "
                             "that split; give one of them")
         index, keys = item_index([train_reader]), train_reader.id_keys.copy()
-        for group in settings["split_groups"]:
+        for group in settings.split_groups:
             members = [i for _, i in look_up(group, index, "split_groups", "--data")]
             keys[members] = keys[members[0]]
         train_reader.id_keys = keys

@@ -9,9 +9,8 @@ import json
 import os
 from dataclasses import dataclass
 
-import keras
-
 from support.errors import UserError
+from support.requirements import keras_backend
 
 STRATEGIES = ("none", "data_parallel")
 
@@ -63,7 +62,7 @@ def check(mode, cluster):
         raise UserError(f"unknown --distribute '{mode}'; choose from: {', '.join(STRATEGIES)}")
     if mode == "none" and cluster.num_processes > 1:
         raise UserError("several processes were given; add --distribute data_parallel")
-    if mode != "none" and keras.backend.backend() != "jax":
+    if mode != "none" and keras_backend() != "jax":
         raise UserError("--distribute data_parallel runs on the JAX backend: pip install -r "
                         "requirements-distributed.txt and set KERAS_BACKEND=jax")
 
@@ -75,6 +74,8 @@ def start(mode, cluster, batch_size):
     if mode == "none":
         return
     import jax
+    import keras
+
     if cluster.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(cluster.coordinator_address, cluster.num_processes, cluster.process_id)

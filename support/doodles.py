@@ -84,6 +84,13 @@ def write(save_to, per_class=300, seed=0):
     return list(SHAPES)
 
 
+def write_if_default(data):
+    """The default --data of train.py is this sample: write it on first use, when `data` names it and it is missing."""
+    if list(data) == [FOLDER] and not os.path.isdir(FOLDER):
+        write(FOLDER)
+        print(f"wrote the synthetic doodle sample to {FOLDER}")
+
+
 @reports_user_errors
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -29,15 +29,15 @@ def first_line(error):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage block), so flag mistakes look like every other error, and a
-    --help that ends by saying how to bring back the library lines and error causes it hides."""
+    """argparse whose flag mistakes are UserErrors: one line, like every other error, from a tool's main(), and an
+    exception to catch from Python (a tool's parse_args makes the options its run() takes); and a --help that ends
+    by saying how to bring back the library lines and error causes it hides."""
 
     def __init__(self, *args, epilog=verbose.HELP, **kwargs):
         super().__init__(*args, epilog=epilog, **kwargs)
 
     def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        raise UserError(message)
 
 
 def reports_user_errors(main):
@@ -57,62 +57,97 @@ def reports_user_errors(main):
     return wrapper
 
 
-# Flag types: argparse reports their ArgumentTypeError as `error: argument --flag: <message>`.
+# Value types: each takes a flag's text (argparse reports its ArgumentTypeError as `error: argument --flag: <message>`)
+# or the value itself, from config.json or the Python API (config.Setting.check reports it as `<name>: <message>`),
+# and returns it in the one form the template holds it in.
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def text(value):
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"must be text, got {value!r}")
     return value
 
 
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def integer(value):
+    """An int, or its digits as text; never a bool or a float that would be cut."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise argparse.ArgumentTypeError(f"must be an integer, got {value!r}")
 
 
-def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def number(value):
+    """A float, from an int, a float or their text; never a bool."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise argparse.ArgumentTypeError(f"must be a number, got {value!r}")
 
 
-def non_negative_float(text):
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text}")
-    return value
+def positive_int(value):
+    if integer(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return integer(value)
 
 
-def ratio(text):
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+def non_negative_int(value):
+    if integer(value) < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return integer(value)
 
 
-def image_size(text):
+def positive_float(value):
+    if not number(value) > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number(value)
+
+
+def non_negative_float(value):
+    if not 0 <= number(value) < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {value}")
+    return number(value)
+
+
+def ratio(value):
+    if not 0 < number(value) <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return number(value)
+
+
+def image_size(value):
+    """[H, W] from "H,W" or a pair of positive integers."""
+    parts = value.split(",") if isinstance(value, str) else value
     try:
-        height, width = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be H,W (two positive integers, e.g. 224,224), got '{text}'")
+        height, width = (integer(part) for part in parts)
+    except (argparse.ArgumentTypeError, TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be H,W (two positive integers, e.g. 224,224), got {value!r}")
     if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"must be H,W with positive sizes, got '{text}'")
+        raise argparse.ArgumentTypeError(f"must be H,W with positive sizes, got {value!r}")
     return [height, width]
 
 
-def comma_list(text):
-    return [part.strip() for part in text.split(",") if part.strip()]
+def comma_list(value):
+    """Names from "a,b" or a list of them."""
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or not all(isinstance(part, str) for part in parts):
+        raise argparse.ArgumentTypeError(f"must be comma-separated names, got {value!r}")
+    return [part.strip() for part in parts if part.strip()]
 
 
-def json_object(text):
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
+def json_object(value):
+    """A dict, or a JSON object as text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"alpha\": 0.5}}', got '{text}'")
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"alpha\": 0.5}}', got {value!r}")
     return value

@@ -1,24 +1,21 @@
 """Each item's features for doctor.py: what its label probe and near-twin search compare.
 
-Photos: EfficientNet-Lite0's (ImageNet weights, read offline) pooled 1280 values, the input of the Dropout and Dense
-head that train.py puts on it, from images prepared by datagen.prepare exactly as training prepares them; cached in
-one .npz file per model and input (its name says which) beside the report, each row keyed by a hash of the item's
-bytes, so an unchanged file is never computed twice, a changed one is, and copies share a row. Drawings (1 channel):
-their pixels at 28×28, as cheap to compute as to read back, so not cached.
+A feature model has a `name`, an `input_size` and `channels` (images are prepared by images.prepare exactly as
+training prepares them), `cached`, and turns a batch of prepared images into rows. Photos get doctor.py's pretrained
+one, cached in one .npz file per model and input (its name says which) beside the report, each row keyed by a hash
+of the item's bytes, so an unchanged file is never computed twice, a changed one is, and copies share a row.
+Drawings (1 channel) get their pixels at 28×28 (PixelFeatures), as cheap to compute as to read back: not cached.
 """
 import hashlib
 import io
 import os
 import zipfile
 
-import keras
 import numpy as np
 from tqdm import tqdm
 
-import config
-from datagen import prepare
-from models.pretrained_head import HEAD
 from support import storage
+from support.images import prepare
 
 BATCH = 32
 
@@ -39,22 +36,6 @@ class PixelFeatures:
 
     def __call__(self, images):
         return images.reshape(len(images), -1).astype(np.float32)
-
-
-class PretrainedFeatures:
-    """EfficientNet-Lite0 on ImageNet weights, cut before its head: `model(images)` -> (N, 1280) float32."""
-
-    channels = 3
-    cached = True
-
-    def __init__(self, input_size=(224, 224)):
-        self.input_size = tuple(input_size)
-        self.name = f"efficientnet_lite0-imagenet-{input_size[0]}x{input_size[1]}"
-        model = config.MODELS["efficientnet_lite"].construct((*self.input_size, 3), 2, weights="imagenet")
-        self.model = keras.Model(model.inputs, model.get_layer(HEAD).input)
-
-    def __call__(self, images):
-        return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), dtype=np.float32)
 
 
 def cache_file(folder, feature_model):

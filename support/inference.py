@@ -16,18 +16,14 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-import config
-from support import console
-import loss  # noqa: F401  (registers the custom losses, so models compiled with them load)
-from callbacks import BEST_MODEL
-from support import storage, tflite_metadata
+from support import console, folders, storage, tflite_metadata
 from support.errors import UserError, first_line
+from support.folders import BEST_MODEL, CONFIG, INT8_MODEL
 from support.labels import LABELS, labels_from_text
 
 KERAS_SUFFIXES = (".keras", ".h5")
 TFLITE_SUFFIXES = (".tflite",)
 ACCEPTED = "accepted: .keras or .h5 (Keras), .tflite (LiteRT)"
-DEPLOYED_MODEL = "model.tflite"  # a deploy folder's model; a run folder's is its best.keras
 
 
 class Classifier:
@@ -169,13 +165,12 @@ def load_classifier(path):
 
 # --- which model, which class names ------------------------------------------------------------------------
 
-def is_deploy_folder(folder):
-    return storage.isfile(os.path.join(folder, LABELS)) and not config.is_run_folder(folder)
-
-
 def model_in(folder, model_file=None):
     """The model file to load: by default a run folder's best.keras or a deploy folder's model.tflite; a bare
-    `model_file` name (no folder) is looked up in `folder`; a path is taken as it is."""
+    `model_file` name (no folder) is looked up in `folder`; a path is taken as it is. A deploy folder that deploy.py
+    did not finish is refused."""
+    if folder and folders.is_deploy_folder(folder):
+        folders.check_complete_deploy_folder(folder)
     if model_file is not None:
         if not folder or os.path.dirname(model_file):
             return model_file
@@ -184,11 +179,11 @@ def model_in(folder, model_file=None):
             raise UserError(f"no such model file: {path} (a bare --model_file name is looked up in the run "
                             f"folder; write ./{model_file} for a file in the current folder)")
         return path
-    if is_deploy_folder(folder):
-        path = os.path.join(folder, DEPLOYED_MODEL)
+    if folders.is_deploy_folder(folder):
+        path = os.path.join(folder, INT8_MODEL)
         if not storage.isfile(path):
             models = [f for f in storage.listdir(folder) if f.endswith(KERAS_SUFFIXES + TFLITE_SUFFIXES)]
-            raise UserError(f"no {DEPLOYED_MODEL} in {folder}; choose one with --model_file "
+            raise UserError(f"no {INT8_MODEL} in {folder}; choose one with --model_file "
                             f"(there: {', '.join(models) or 'none'})")
         return path
     path = os.path.join(folder, BEST_MODEL)
@@ -226,7 +221,7 @@ def class_names_beside(path, num_classes):
     names = labels_from_text(storage.read_text(labels_path)) if storage.isfile(labels_path) else None
     if names:
         return names, labels_path
-    config_path = os.path.join(folder, config.CONFIG_FILE)
+    config_path = os.path.join(folder, CONFIG)
     if storage.isfile(config_path):
         try:
             names = json.loads(storage.read_text(config_path)).get("class_names")

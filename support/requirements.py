@@ -34,8 +34,13 @@ def require(modules, requirements_file, needed_by):
         sys.exit(2)
 
 
+def keras_backend():
+    """The Keras backend this process runs on, as the environment chooses it, known without importing Keras."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
 def require_keras_backend():
     """KERAS_BACKEND=jax needs JAX before Keras is first imported (Keras imports its backend as it loads)."""
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    backend = keras_backend()
     if backend in BACKENDS:
         require([backend], BACKENDS[backend], f"KERAS_BACKEND={backend}")

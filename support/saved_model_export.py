@@ -2,14 +2,18 @@
 
 Those servers hand the model what a client sends, an image file's bytes, and answer with what the graph returns; no
 code of this template runs there. So the export carries the image preparation inside its graph, written to give the
-very pixels reader.decode_image and datagen.prepare give (Pillow's decoding, its "L"/"RGB" conversion and its
+very pixels support.images' decode_image and prepare give (Pillow's decoding, its "L"/"RGB" conversion and its
 BILINEAR resize). Figures from bench/saved_model_agreement.py on the shared photos (README: "Serving at scale"):
 
 - JPEG is decoded with the accurate integer DCT, as libjpeg does for Pillow: it gives Pillow's pixels exactly.
   TensorFlow's default, the fast DCT, leaves the prepared photos up to 20 levels off.
-- Colour to grey is Pillow's integer formula, L = (19595 R + 38470 G + 7471 B + 2^15) >> 16; alpha is dropped and
-  grey is repeated into RGB, as Pillow's convert does. An 8-bit BMP's palette is applied (TensorFlow's decoder
-  would return its indices as grey).
+- An alpha channel (grey or colour with alpha: PNG, a PNG palette's transparency, WebP) is painted over white as
+  reader.decode_image paints it, with Pillow's integer rounding. Colour to grey is Pillow's integer formula,
+  L = (19595 R + 38470 G + 7471 B + 2^15) >> 16, and grey is repeated into RGB, as Pillow's convert does. An 8-bit
+  BMP's palette is applied (TensorFlow's decoder would return its indices as grey).
+- Not in the graph (TENSORFLOW_DIFFERS, which deploy_report.json records): an EXIF orientation is not applied
+  (TensorFlow reads no EXIF), and a GIF's transparent colour and the transparent grey or colour a PNG may name
+  (instead of an alpha channel) are not painted white (TensorFlow's decoders ignore both).
 - Pillow's BILINEAR resize widens its triangle filter when it shrinks (antialiasing) and resizes one axis, then
   the other, rounding to uint8 after each pass. tf.image.resize(antialias=True) does the same filtering; in the
   same two rounded passes, in Pillow's order, 99.8-99.97 % of the pixels are Pillow's and the rest one level off.
@@ -28,16 +32,21 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from support.folders import SAVED_MODEL
+from support.images import BACKGROUND
 from support.labels import LABELS
 
-FOLDER = "saved_model"  # in a deploy folder: FOLDER/<version>/
 PIXELS = "pixels"  # the second signature's name and its input's
+TENSORFLOW_DIFFERS = ("an EXIF orientation is not applied: a photo the camera stored turned is prepared as stored, "
+                      "where reader.decode_image turns it upright",
+                      "a GIF's transparent colour, and a grey or colour PNG's transparent colour (a tRNS key, not an "
+                      "alpha channel), keep their colour, where reader.decode_image paints them white")
 IMAGE_BYTES = "image_bytes"  # serving_default's input: the "_bytes" ending is what Google's prediction services
 #                              read as base64 ({"b64": ...}) when an instance names its inputs
 
 
 def version_folder(deploy_folder, version):
-    return os.path.join(deploy_folder, FOLDER, str(version))
+    return os.path.join(deploy_folder, SAVED_MODEL, str(version))
 
 
 def little_endian(data, offset, size):
@@ -62,6 +71,23 @@ def decoded(data):
     image = tf.ensure_shape(image, [None, None, None])
     is_palette_bmp = (tf.strings.substr(data, 0, 2) == "BM") & (tf.shape(image)[2] == 1)
     return tf.cond(is_palette_bmp, lambda: with_palette(data, image), lambda: image)
+
+
+def composited(data, image):
+    """Decoded pixels with an alpha channel (C = 2 or 4) painted over BACKGROUND as images.over_background paints
+    them with Pillow's paste: (colour × alpha + BACKGROUND × (255 − alpha)) / 255, rounded by Pillow's integer
+    division by 255, ((x + 128) + ((x + 128) >> 8)) >> 8. A BMP's fourth channel is not alpha to Pillow (it reads a
+    32-bit BMP as RGB), so converted() drops it."""
+    count = tf.shape(image)[2]
+
+    def over_background():
+        pixels = tf.cast(image, tf.int32)
+        alpha = pixels[:, :, -1:]
+        blend = pixels[:, :, :-1] * alpha + BACKGROUND * (255 - alpha) + 128
+        return tf.cast(tf.bitwise.right_shift(blend + tf.bitwise.right_shift(blend, 8), 8), tf.uint8)
+
+    has_alpha = ((count == 2) | (count == 4)) & (tf.strings.substr(data, 0, 2) != "BM")
+    return tf.cond(has_alpha, over_background, lambda: image)
 
 
 def converted(image, channels):
@@ -96,8 +122,8 @@ def resized(image, input_size):
 
 
 def prepared(data, input_size, channels):
-    """One image file's bytes -> uint8 (H, W, C) at the model's input: datagen.prepare(reader.decode_image(data))."""
-    return tf.cast(resized(converted(decoded(data), channels), input_size), tf.uint8)
+    """One image file's bytes -> uint8 (H, W, C) at the model's input: prepare(decode_image(data)) of support/images.py."""
+    return tf.cast(resized(converted(composited(data, decoded(data)), channels), input_size), tf.uint8)
 
 
 def answering(model, class_names):

@@ -1,94 +1,160 @@
 """Run and deploy folders on any filesystem TensorFlow can reach: local paths, and gs:// where it is available.
 
-Cloud training writes its runs to a bucket, so every read and write of a run or deploy folder goes through
-tf.io.gfile, here. Data sources stay local: QuickDraw files are memory-mapped and TFRecords are read by offset.
-Tools that only take local files (h5py for a full-model .h5, edgetpu_compiler) get a local copy or a local
-working folder that is uploaded when they are done.
+Cloud training writes its runs to a bucket, so every read and write of a run or deploy folder goes through here.
+Local paths use the operating system directly; a URL goes through tf.io.gfile, and only then is TensorFlow
+imported (a run on local data with the JAX backend never imports it). Data sources stay local: QuickDraw files are
+memory-mapped and TFRecords are read by offset. Tools that only take local files (h5py for a full-model .h5,
+edgetpu_compiler) get a local copy or a local working folder that is uploaded when they are done.
+
+Whole files are written under a temporary name and renamed into place (write, save_model): a reader, or a crash,
+never sees half a file.
 """
 import contextlib
 import csv
 import functools
 import io
 import os
+import shutil
 import tempfile
+from types import SimpleNamespace
 
-import tensorflow as tf
+from support.errors import UserError, first_line, text
 
-from support.errors import UserError, first_line
-
-gfile = tf.io.gfile
-
-
-def reported(function):
-    """gfile's errors as one-line UserErrors: an unknown scheme, a missing bucket or a denied permission is
-    the user's path to fix."""
-
-    @functools.wraps(function)
-    def wrapper(path, *args, **kwargs):
-        try:
-            return function(path, *args, **kwargs)
-        except tf.errors.OpError as error:
-            raise UserError(f"cannot use {path}: {first_line(error)}") from error
-
-    return wrapper
+# The part of tf.io.gfile the template uses, for local paths.
+LOCAL = SimpleNamespace(
+    exists=os.path.exists, isdir=os.path.isdir, listdir=os.listdir, remove=os.remove, rmtree=shutil.rmtree,
+    makedirs=lambda path: os.makedirs(path, exist_ok=True), GFile=open, size=os.path.getsize,
+    rename=lambda source, target, overwrite=False: os.replace(source, target),
+    copy=lambda source, target, overwrite=False: shutil.copyfile(source, target),
+)
 
 
 def is_url(path):
     return "://" in str(path)
 
 
+def files(path):
+    """tf.io.gfile for a URL, the operating system for a local path."""
+    if not is_url(path):
+        return LOCAL
+    import tensorflow as tf  # only here: a remote folder (gs://, ram://) needs TensorFlow's filesystems
+    return SimpleNamespace(exists=tf.io.gfile.exists, isdir=tf.io.gfile.isdir, listdir=tf.io.gfile.listdir,
+                           remove=tf.io.gfile.remove, rmtree=tf.io.gfile.rmtree, makedirs=tf.io.gfile.makedirs,
+                           GFile=tf.io.gfile.GFile, size=lambda p: tf.io.gfile.stat(p).length,
+                           rename=tf.io.gfile.rename, copy=tf.io.gfile.copy)
+
+
+def reported(function):
+    """Filesystem errors as one-line UserErrors: a missing folder, an unknown scheme, a missing bucket or a denied
+    permission is the user's path to fix."""
+
+    @functools.wraps(function)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return function(path, *args, **kwargs)
+        except OSError as error:
+            raise UserError(f"cannot use {path}: {error.strerror or first_line(error)}") from error
+        except Exception as error:
+            if type(error).__module__.startswith("tensorflow"):  # tf.errors.OpError, for a URL
+                raise UserError(f"cannot use {path}: {first_line(error)}") from error
+            raise
+
+    return wrapper
+
+
 def absolute(path):
     """The path as it reads from anywhere: local paths made absolute, URLs as they are."""
-    return str(path) if is_url(path) else os.path.abspath(path)
+    path = text(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
-exists, isdir, listdir, makedirs, remove = map(reported, (gfile.exists, gfile.isdir, gfile.listdir, gfile.makedirs,
-                                                     gfile.remove))
+@reported
+def exists(path):
+    return files(path).exists(path)
+
+
+@reported
+def isdir(path):
+    return files(path).isdir(path)
 
 
 @reported
 def isfile(path):
-    return gfile.exists(path) and not gfile.isdir(path)
+    return files(path).exists(path) and not files(path).isdir(path)
+
+
+@reported
+def listdir(path):
+    return files(path).listdir(path)
+
+
+@reported
+def makedirs(path):
+    files(path).makedirs(path)
+
+
+@reported
+def remove(path):
+    files(path).remove(path)
 
 
 @reported
 def rmtree(path):
-    if gfile.exists(path):
-        gfile.rmtree(path)
+    if files(path).exists(path):
+        files(path).rmtree(path)
 
 
 @reported
 def size(path):
-    return gfile.stat(path).length
+    return files(path).size(path)
 
 
 @reported
 def read_text(path):
-    with gfile.GFile(path, "r") as f:
+    with files(path).GFile(path, "r") as f:
         return f.read()
 
 
 @reported
 def read_bytes(path):
-    with gfile.GFile(path, "rb") as f:
+    with files(path).GFile(path, "rb") as f:
         return f.read()
 
 
+def partial_name(path):
+    """The temporary name a file is written under before it is renamed into place: `best.partial.keras` for
+    `best.keras` (Keras chooses the format by the suffix, so it stays last)."""
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}.partial{suffix}"
+
+
 @reported
-def write(path, data):
-    """Write text or bytes whole, through a temporary name: a reader, or a crash, never sees half a file.
-    Its folder is made first if missing."""
-    temporary = f"{path}.tmp"
+def written_whole(path, write):
+    """Call write(temporary path), then rename the file into place; a failure removes the temporary file."""
+    fs = files(path)
     if os.path.dirname(path):
-        gfile.makedirs(os.path.dirname(path))
+        fs.makedirs(os.path.dirname(path))
+    temporary = partial_name(path)
     try:
-        with gfile.GFile(temporary, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        gfile.rename(temporary, path, overwrite=True)
+        write(temporary)
+        fs.rename(temporary, path, overwrite=True)
     except BaseException:
-        if gfile.exists(temporary):
-            gfile.remove(temporary)
+        if fs.exists(temporary):
+            fs.remove(temporary)
         raise
+
+
+def write(path, data):
+    """Write text or bytes whole, its folder made first if missing."""
+    def to(temporary):
+        with files(path).GFile(temporary, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+    written_whole(path, to)
+
+
+def save_model(model, path):
+    """model.save, whole: a kill during the save leaves the previous file as it was."""
+    written_whole(path, model.save)
 
 
 def write_csv(path, rows):
@@ -110,37 +176,24 @@ def local_file(path):
         yield local
 
 
-@contextlib.contextmanager
-def local_folder(path):
-    """A local folder to write `path`'s files in: the folder itself, or a temporary one uploaded to the
-    remote `path` when the block ends (also when it fails, so what was written can be looked at)."""
-    if not is_url(path):
-        makedirs(path)
-        yield path
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            yield folder
-        finally:
-            upload(folder, path)
-
-
-def upload(folder, url):
-    """Copy a local folder's tree to `url`."""
+def upload(folder, url, last=None):
+    """Copy a local folder's tree to `url`; the file named `last`, if any, after every other one."""
     url = url.rstrip("/")
+    pending = []
     for root, _, names in os.walk(folder):
         relative = os.path.relpath(root, folder)
         target = url if relative == "." else f"{url}/{relative.replace(os.sep, '/')}"
         makedirs(target)
-        for name in names:
-            put(f"{target}/{name}", os.path.join(root, name))
+        pending += [(f"{target}/{name}", os.path.join(root, name)) for name in names]
+    for destination, source in sorted(pending, key=lambda pair: os.path.basename(pair[1]) == last):
+        put(destination, source)
 
 
 @reported
 def put(url, local_path):
-    gfile.copy(local_path, url, overwrite=True)
+    files(url).copy(local_path, url, overwrite=True)
 
 
 @reported
 def fetch(url, local_path):
-    gfile.copy(url, local_path, overwrite=True)
+    files(url).copy(url, local_path, overwrite=True)

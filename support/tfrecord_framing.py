@@ -1,5 +1,6 @@
 """TFRecord files read in place: each record's payload offset and length from the file's own framing (u64 length,
-u32 masked CRC-32C of it, data, u32 CRC), without TensorFlow, so a reader can fetch just the records a batch needs."""
+u32 masked CRC-32C of it, data, u32 CRC), without TensorFlow, so a reader can fetch just the records a batch needs;
+and records framed the same way, for TensorBoard's event files."""
 import io
 import mmap
 import os
@@ -61,3 +62,10 @@ def check_lengths(path, starts, headers):
     if len(bad):
         raise UserError(f"corrupted TFRecord file {path} at offset {starts[bad[0]]}: length checksum mismatch")
     return headers[:, :8].copy().view("<u8")[:, 0].astype(np.int64)
+
+
+def framed(payload):
+    """One record as a TFRecord file holds it: u64 length, its masked CRC-32C, the payload, the payload's."""
+    length = struct.pack("<Q", len(payload))
+    crcs = [masked_crc32c(np.frombuffer(part, dtype=np.uint8)[None])[0] for part in (length, payload)]
+    return length + struct.pack("<I", crcs[0]) + payload + struct.pack("<I", crcs[1])

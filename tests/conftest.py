@@ -13,7 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from support import verbose  # noqa: E402  (imports nothing heavy)
+from support import startup, verbose  # noqa: E402  (imports nothing heavy)
+
+startup.setup()  # as every tool does first: a quiet console, the CPU allocator, the Keras backend's requirements
 
 REAL_DATA_DIR = os.environ.get("REAL_DATA_DIR")
 needs_real_data = pytest.mark.skipif(not REAL_DATA_DIR or not os.path.isdir(REAL_DATA_DIR),
@@ -36,11 +38,11 @@ def user_environment(loud=False):
 
 
 @functools.cache
-def help_of(tool):
-    """`python <tool>.py --help` as a user runs it, once per test run: several tests read each tool's help, and
-    each run pays TensorFlow's start-up."""
-    return subprocess.run([sys.executable, f"{tool}.py", "--help"], cwd=ROOT, env=user_environment(),
-                          capture_output=True, text=True, timeout=300)
+def help_of(tool, command=None):
+    """`python <tool>.py [command] --help` as a user runs it, once per test run: several tests read each tool's
+    help, and a tool that imports TensorFlow pays its start-up."""
+    return subprocess.run([sys.executable, f"{tool}.py", *([command] if command else []), "--help"], cwd=ROOT,
+                          env=user_environment(), capture_output=True, text=True, timeout=300)
 
 
 def run_cli(main, args, capsys):

@@ -82,10 +82,10 @@ def test_the_setting_is_in_config_json_and_weighs_what_train_prints(imbalanced, 
     run_dir = str(tmp_path / "run")
     args = ["--data", imbalanced, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "1"]
     assert exit_code(train.main, [*args, "--class_weight", '{"rare": 3}']) == 0
-    assert config.read(run_dir)["class_weight"] == {"rare": 3.0}
+    assert config.read(run_dir).class_weight == {"rare": 3.0}
     assert "loss weight of each class (--class_weight): common 1, rare 3\n" in capsys.readouterr().out
     assert exit_code(train.main, [*args, "--overwrite"]) == 0
-    assert config.read(run_dir)["class_weight"] is None and "--class_weight" not in capsys.readouterr().out
+    assert config.read(run_dir).class_weight is None and "--class_weight" not in capsys.readouterr().out
 
 
 def test_a_run_folder_from_before_class_weight_still_resumes(imbalanced, tmp_path):

@@ -83,6 +83,7 @@ import os, sys, warnings
 sys.path.insert(0, {ROOT!r})
 from support import console
 from absl import logging as absl_logging
+console.quiet()
 warnings.warn(console.HARMLESS_WARNINGS[0])
 absl_logging.get_absl_logger().warning(console.HARMLESS_LOG_MESSAGES[0] + " This file format is legacy.")
 with console.captured_output():

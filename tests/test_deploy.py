@@ -124,8 +124,9 @@ def test_deploy_runs_an_installed_compiler_and_reads_its_result(run_dir, tmp_pat
     assert exit_code(deploy.main, ["--read_from", run_dir, "--save_to", out, "--formats", "tflite,edgetpu",
                                    "--min_runtime_version", "13", "--strict"]) == 0
     args = (bin_dir / "args.txt").read_text().split()
-    assert args == ["--out_dir", out, "--show_operations", "--min_runtime_version", "13",
-                    os.path.join(out, "model.tflite")]
+    written = str(tmp_path / ".deploy.incoming")  # the folder is written beside its place, then renamed into it
+    assert args == ["--out_dir", written, "--show_operations", "--min_runtime_version", "13",
+                    os.path.join(written, "model.tflite")]
     compiled = json.load(open(os.path.join(out, "deploy_report.json")))["edgetpu_compiler"]
     assert compiled["ok"] is True and compiled["ops_on_edgetpu"] == 14 and compiled["ops_on_cpu"] == 1
     assert compiled["version"] == "16.0.384591198"

@@ -156,6 +156,18 @@ def test_blank_tiny_and_unreadable_images_are_odd(tmp_path, capsys):
     assert "odd images: 1 unreadable, 1 tiny, 1 blank, 0 dark, 0 bright, 0 blurry" in out
 
 
+def test_photos_get_pretrained_features_cached_in_the_report(tmp_path, capsys):
+    data = photo_folder(tmp_path / "photos", per_class=4)
+    model = doctor.PretrainedFeatures(input_size=(64, 64))  # the photo path, at a size a test can afford
+    for computed in (12, 0):  # the second run reads every photo's features from the first's cache
+        code, out, err = run_cli(lambda argv: doctor.main(argv, feature_model=model),
+                                 ["--data", str(data), "--save_to", str(tmp_path / "report")], capsys)
+        assert code == 0, err
+        assert f"features: efficientnet_lite0-imagenet-64x64 of 12 items, {computed} computed" in out
+    assert (tmp_path / "report" / "features-efficientnet_lite0-imagenet-64x64.npz").is_file()
+    assert "class balance: 3 classes of 4 items each" in out
+
+
 class CountingFeatures(CenteredPixels):
     cached = True
 
@@ -205,7 +217,7 @@ def test_train_exclude_leaves_the_listed_items_out_and_records_them(tmp_path, ca
         run_dir = str(tmp_path / f"run_{exclude.stem}")
         assert exit_code(train.main, ["--data", str(data), "--save_to", run_dir, "--exclude", str(exclude),
                                       *TRAIN_FLAGS]) == 0
-        assert config.read(run_dir)["exclude"] == [os.path.abspath(path) for path in left_out]
+        assert config.read(run_dir).exclude == [os.path.abspath(path) for path in left_out]
         training, validation = split_of(run_dir)
         assert len(training) + len(validation) == 24 - len(left_out)
         assert not set(left_out) & (training | validation)
@@ -222,7 +234,7 @@ def test_train_split_groups_keeps_copies_on_one_side_and_records_them(tmp_path, 
     run_dir = str(tmp_path / "run")
     assert exit_code(train.main, ["--data", str(data), "--save_to", run_dir, "--split_groups", duplicates_csv,
                                   *TRAIN_FLAGS]) == 0
-    assert config.read(run_dir)["split_groups"] == [sorted([str(source), str(twin)])]
+    assert config.read(run_dir).split_groups == [sorted([str(source), str(twin)])]
     training, validation = split_of(run_dir)
     assert {str(source), str(twin)} <= training or {str(source), str(twin)} <= validation
     check(data, tmp_path / "grouped", capsys, "--split_groups", duplicates_csv)

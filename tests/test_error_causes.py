@@ -26,8 +26,7 @@ def broken(tmp_path_factory):
     run = folder / "run"
     run.mkdir()
     (run / "best.keras").write_bytes(b"these bytes are not a model")
-    config.save(str(run), dict(config.TRAINING, data=[data], input_size=[28, 28], channels=1, dtype_policy="float32",
-                               num_processes=1, class_names=["apple", "bicycle"]))
+    config.save(str(run), config.RunConfig(data=[data], class_names=["apple", "bicycle"]))
     return {"data": data, "keras": str(folder / "model.keras"), "tflite": str(folder / "model.tflite"),
             "run": str(run), "out": str(folder / "out")}
 

@@ -20,7 +20,7 @@ def test_mixed_precision_without_a_gpu_says_so_and_trains_in_float32(tiny_npy, t
     assert exit_code(train.main, ["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic",
                                   "--num_epochs", "1", "--mixed_precision"]) == 0
     assert "none is visible: this run trains in float32" in capsys.readouterr().out
-    assert config.read(run_dir)["dtype_policy"] == "float32"
+    assert config.read(run_dir).dtype_policy == "float32"
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="deploy converts with TensorFlow")
@@ -32,7 +32,7 @@ def test_a_mixed_precision_run_deploys_to_a_full_int8_model(tiny_npy, tmp_path, 
                                       "--batch_size", "8", "--mixed_precision"]) == 0
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert config.read(run_dir)["dtype_policy"] == "mixed_float16"
+    assert config.read(run_dir).dtype_policy == "mixed_float16"
     trained = keras.saving.load_model(os.path.join(run_dir, "best.keras"), compile=False)
     assert trained.layers[2].dtype_policy.name == "mixed_float16"
     assert trained.layers[-1].dtype_policy.name == "float32" and trained.output.dtype == "float32"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import config
-from models import __main__ as models_main
+import train
 from models import mobilenet_v1, mobilenet_v2
 
 NUM_CLASSES = 5
@@ -187,8 +187,9 @@ def test_mobilenet_batchnorm_momentum_is_set_kept_and_used(module, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(config.MODELS))
-def test_python_m_models_prints_the_summary_at_the_default_input(name, capsys):
-    models_main.main([name])
+def test_train_summary_prints_the_model_at_its_default_input_and_trains_nothing(name, capsys, tmp_path):
+    train.main(["--model", name, "--summary", "--save_to", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
     out = capsys.readouterr().out
     spec = config.MODELS[name]
     assert "Total params" in out and f"(None, {', '.join(map(str, (*spec.input_size, spec.channels)))})" in out

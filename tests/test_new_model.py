@@ -67,7 +67,8 @@ def test_the_every_model_tests_collect_and_pass_for_the_new_model(project):
     passed = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("PASSED ")]
     contract = [test for test in passed if test.startswith("tests/test_models.py::") and "[my_net-" in test]
     assert len(contract) == 10, out[-3000:]  # five contract tests, on 1 and 3 channels
-    for test in ("tests/test_models.py::test_python_m_models_prints_the_summary_at_the_default_input[my_net]",
+    for test in ("tests/test_models.py::test_train_summary_prints_the_model_at_its_default_input_and_trains_nothing"
+                 "[my_net]",
                  "tests/test_train.py::test_every_registered_model_trains_an_epoch_and_fills_its_run_folder[my_net]",
                  "tests/test_deploy.py::test_every_registered_model_converts_to_a_full_int8_edgetpu_ready_model"
                  "[my_net]"):

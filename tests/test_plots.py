@@ -107,10 +107,11 @@ def test_jitter_preview_takes_data_size_and_channels_from_a_run(npy_dir, tmp_pat
     png_size(path)
 
 
-def test_jitter_needs_data_or_a_run(capsys, tmp_path):
-    code, _, err = run_cli(plots.main, ["jitter", "--save_to", str(tmp_path / "x.png")], capsys)
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "x.png").exists()
+def test_jitter_without_data_or_a_run_previews_the_sample_train_py_uses(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(plots.main, ["jitter", "--count", "2", "--save_to", "x.png"], capsys)[0] == 0
+    png_size(str(tmp_path / "x.png"))
+    assert sorted(os.listdir(tmp_path / "data" / "doodles"))[:2] == ["arrow.npy", "circle.npy"]
 
 
 def test_spread_sample_cycles_over_the_classes():

@@ -219,7 +219,7 @@ def test_folder_of_photos_as_people_keep_them_is_indexed_completely_and_decoded_
     save(cats / "cmyk.jpg", Image.new("CMYK", (20, 10), (0, 255, 255, 0)), 0, [255, 0, 0])
     save(cats / "deep 16-bit.png", Image.fromarray(sixteen_bit), 0, [128])
     save(cats / "scan 16-bit.tif", Image.fromarray(sixteen_bit // 2), 0, [64])
-    save(cats / "alpha.png", Image.new("RGBA", (20, 10), (10, 20, 30, 128)), 0, [10, 20, 30])
+    save(cats / "alpha.png", Image.new("RGBA", (20, 10), (10, 20, 30, 128)), 0, [132, 137, 142])  # half over white
     save(cats / "chat été.gif", Image.new("RGB", (20, 10), (0, 0, 255)), 0, [0, 0, 255])
     save(dogs / "Hund Müller.bmp", Image.new("RGB", (20, 10), (0, 255, 0)), 1, [0, 255, 0])
     save(dogs / "PHOTO 1.JPEG", Image.new("RGB", (20, 10), (200, 100, 50)), 1, [200, 100, 50])

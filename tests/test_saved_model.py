@@ -1,4 +1,4 @@
-"""The SavedModel deploy.py writes: its image preparation against reader.decode_image + datagen.prepare, its
+"""The SavedModel deploy.py writes: its image preparation against reader.decode_image + support.images.prepare, its
 answers against predict.py's (loaded as a server loads it, in a fresh process), its signatures as saved_model_cli
 shows them, adding a version, and bad input."""
 import csv
@@ -20,7 +20,7 @@ import deploy
 import predict
 import train
 from conftest import REAL_DATA_DIR, exit_code, needs_real_data, run_cli
-from datagen import prepare
+from support.images import prepare
 from reader import DataReader
 from support import saved_model_export
 from support.images import decode_image
@@ -96,6 +96,7 @@ def image_files():
         ("grey+alpha png", encoded(Image.fromarray(np.stack([grey, grey[::-1]], axis=2), "LA"), "PNG")),
         ("rgba png", encoded(Image.fromarray(rgba), "PNG")),
         ("palette png", encoded(palette, "PNG")),
+        ("palette png with a transparent entry", encoded(palette, "PNG", transparency=3)),
         ("1-bit png", encoded(Image.fromarray(grey > 128), "PNG")),
         ("16-bit png", encoded(Image.fromarray(grey.astype(np.uint16) * 257 + 13), "PNG")),
         ("16-bit rgb png", cv2.imencode(".png", rgb.astype(np.uint16) * 257)[1].tobytes()),
@@ -106,6 +107,7 @@ def image_files():
         ("grey bmp", encoded(Image.fromarray(grey), "BMP")),
         ("palette bmp", encoded(palette, "BMP")),
         ("webp", encoded(Image.fromarray(rgb), "WEBP", lossless=True)),
+        ("rgba webp", encoded(Image.fromarray(rgba), "WEBP", lossless=True)),
     ]
 
 
@@ -317,14 +319,14 @@ def test_bad_inputs_are_one_line_errors_that_write_and_delete_nothing(photo_run,
         ([*add, "--save_to", photo_deploy], "saved_model/1 already exists (versions there: 1); choose another "
                                             "--saved_model_version or pass --overwrite"),
         ([*add, "--save_to", photo_deploy, "--saved_model_version", "two"],
-         "argument --saved_model_version: invalid positive_int value: 'two'"),
-        ([*add, "--save_to", photo_deploy, "--saved_model_version", "1.5"], "invalid positive_int value: '1.5'"),
+         "argument --saved_model_version: must be an integer, got 'two'"),
+        ([*add, "--save_to", photo_deploy, "--saved_model_version", "1.5"], "must be an integer, got '1.5'"),
         ([*add, "--save_to", photo_deploy, "--saved_model_version", "0"], "must be a positive integer, got 0"),
         (["--read_from", photo_run, "--save_to", str(tmp_path / "new"), "--formats", "h5", "--saved_model_version",
           "2"], "--saved_model_version 2 needs saved_model in --formats"),
         ([*add, "--save_to", other_classes, "--saved_model_version", "2"],
          "versions of one SavedModel must answer the same classes"),
-        ([*add, "--save_to", str(not_deploy)], "is not a deploy folder (no labels.txt)"),
+        ([*add, "--save_to", str(not_deploy)], "is not a deploy folder (no deploy_report.json or labels.txt)"),
     ]
     folders = [no_export, photo_deploy, other_classes, str(not_deploy)]
     before = {folder: listing(folder) for folder in folders}

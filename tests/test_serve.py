@@ -1,5 +1,6 @@
 """serve.py: TF Serving REST answers for b64 and pixel instances equal predict.py's, every bad input is a JSON 4xx
-while the server keeps serving, concurrent requests are answered right, and bad flags are one-line errors."""
+while the server keeps serving, concurrent requests are answered right, and bad flags are one-line errors.
+tests/test_serve_guards.py has the hostile clients: slow, gone, foreign, without the token, too many."""
 import asyncio
 import base64
 import csv
@@ -7,11 +8,14 @@ import http.client
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,7 +37,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
 ]
 
-LIMITS = {"max_request_bytes": 200_000, "max_instances": 4, "max_image_pixels": 250_000}
+LIMITS = {"max_request_bytes": 200_000, "max_instances": 4, "max_image_pixels": 250_000, "max_request_pixels": 400_000}
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="session")
@@ -43,27 +48,32 @@ def tiny_run(tmp_path_factory):
 
 class Server:
     """serve.py in its own process on a free localhost port, with small request limits: a folder's model, or
-    with model_dir None, the --model_file in `flags` alone."""
+    with model_dir None, the --model_file in `flags` alone. Its log (stderr) goes to a file the test can read."""
 
-    def __init__(self, model_dir, *flags):
+    def __init__(self, model_dir, *flags, env=None, headers=None):
         limits = [f"--{flag}={value}" for flag, value in LIMITS.items()]
         source = ["--model_dir", model_dir] if model_dir else []
+        self.log_file = tempfile.NamedTemporaryFile("w", prefix="serve_log_", suffix=".txt", delete=False)
         self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), *source,
                                          "--port", "0", *limits, *flags], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=self.log_file, text=True, env=env)
         watchdog = threading.Timer(180, self.process.kill)  # never let a stuck start hang the test run
         watchdog.start()
         self.banner = self.process.stdout.readline()
         watchdog.cancel()
-        assert "http://127.0.0.1:" in self.banner, self.process.stderr.read()  # localhost unless told otherwise
+        assert "http://127.0.0.1:" in self.banner, self.log()  # localhost unless told otherwise
         self.port = int(self.banner.split("http://127.0.0.1:")[1].split("/")[0])
         self.name = os.path.basename(model_dir) if model_dir else "model"
+        self.headers = headers or {}  # sent with every request (a token)
 
     def request(self, method, path, body=None, headers=None):
-        """(status, parsed JSON body, response headers)."""
+        """(status, parsed JSON body, response headers); a body is sent as JSON unless the headers say otherwise,
+        and a header given as None is not sent."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            sent = {**(JSON if body is not None else {}), **self.headers, **(headers or {})}
+            sent = {name: value for name, value in sent.items() if value is not None}
+            connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
             return response.status, json.loads(response.read()), dict(response.getheaders())
         finally:
@@ -79,11 +89,16 @@ class Server:
     def is_serving(self):
         return self.request("GET", f"/v1/models/{self.name}")[0] == 200 and self.process.poll() is None
 
+    def log(self):
+        with open(self.log_file.name) as f:
+            return f.read()
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
         self.process.stdout.close()
-        self.process.stderr.close()
+        self.log_file.close()
+        os.unlink(self.log_file.name)
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +212,43 @@ def big_png():
     return png_bytes(np.zeros((600, 600), np.uint8))  # 360,000 pixels, a few kB as a PNG
 
 
-def png_header(width, height):
-    """The start of a greyscale PNG of any size, up to its first IDAT chunk: all a decompression bomb needs to
-    claim its size (Pillow reads the header as far as the image data before it says what it found)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def png_header(width, height, crc_offset=0):
+    """The start of a greyscale PNG of any size, up to its first IDAT chunk (one row of pixels): all a
+    decompression bomb needs to claim its size. A wrong IHDR checksum (crc_offset) makes Pillow give up before it
+    reports the size, while OpenCV decodes the file anyway."""
+    def chunk(kind, data, offset=0):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) + offset)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header, crc_offset)
+            + chunk(b"IDAT", zlib.compress(bytes(width + 1))))
+
+
+def hostile_images():
+    """Image files that lie about their size or are no image the server reads: (bytes, status, words)."""
+    colour = png_bytes(np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    jpeg_frame = struct.pack(">HBHHB", 11, 8, 20_000, 20_000, 1) + b"\x01\x11\x00"  # SOF0: 20000×20000, 1 channel
+    webp_canvas = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (16_383).to_bytes(3, "little") * 2
+    return {
+        "not_an_image": (b"these bytes are not an image", 400, "cannot decode image"),
+        "png_bomb": (png_header(30_000, 30_000), 413, "30000×30000"),
+        "png_bomb_with_a_bad_checksum": (png_header(8_000, 8_000, crc_offset=1), 413, "8000×8000"),
+        "jpeg_bomb": (b"\xff\xd8\xff\xc0" + jpeg_frame + b"\xff\xda", 413, "20000×20000"),
+        "gif_bomb": (b"GIF89a" + struct.pack("<HHBBB", 10_000, 10_000, 0, 0, 0) + b"\x2c"
+                     + struct.pack("<HHHHB", 0, 0, 10_000, 10_000, 0), 413, "10000×10000"),
+        "webp_bomb": (b"RIFF" + struct.pack("<I", 4 + len(webp_canvas)) + b"WEBP" + webp_canvas, 413,
+                      "16384×16384"),
+        "tiff_without_a_size": (b"II*\x00" + struct.pack("<IH", 8, 0), 400, "cannot decode image"),
+        "eps_for_ghostscript": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", 400,
+                                "cannot decode image"),
+        "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', 400, "cannot decode image"),
+        "png_cut_short": (colour[:len(colour) // 2], 400, "do not decode"),
+        "signature_alone": (b"\x89PNG\r\n\x1a\n", 400, "cannot decode image"),
+    }
+
+
+# What no answer may carry: an object's repr or address, a library's name or message, a word about what is installed.
+LEAKS = re.compile(r"0x[0-9a-f]{4,}|object at|BytesIO|ghostscript|traceback|PIL|cv2|pillow|opencv|errno", re.I)
 
 
 def bad_requests(name):
@@ -227,12 +271,14 @@ def bad_requests(name):
         "pixels_not_numbers": ("POST", predict_path, instances([[["x"]] * 28] * 28), {}, 400, "numbers"),
         "pixels_out_of_range": ("POST", predict_path, instances([[[300]] * 28] * 28), {}, 400, "0-255"),
         "not_base64": ("POST", predict_path, instances({"b64": "@@not base64@@"}), {}, 400, "base64"),
-        "not_an_image": ("POST", predict_path, instances(b64(b"these bytes are not an image")), {}, 400,
-                         "cannot decode image"),
         "other_instance_keys": ("POST", predict_path, instances({"image": "x"}), {}, 400, '{"b64"'),
         "image_over_pixel_limit": ("POST", predict_path, instances(b64(big_png())), {}, 413, "600×600"),
-        "image_bomb": ("POST", predict_path, instances(b64(png_header(30_000, 30_000))), {}, 413,
-                       "more pixels than Pillow will open"),
+        **{f"image_{case}": ("POST", predict_path, instances(b64(data)), {}, status, words)
+           for case, (data, status, words) in hostile_images().items()},
+        # Each under the limit for one image, together over the request's: refused before any is decoded (they
+        # would not decode: their pixel data is one row long).
+        "images_over_the_request_budget": ("POST", predict_path, instances(*[b64(png_header(500, 400))] * 3), {},
+                                           413, "--max_request_pixels"),
         "too_many_instances": ("POST", predict_path, instances(*[b64(big_png())] * 5), {}, 413, "5 instances"),
         "body_over_limit": ("POST", predict_path, "x" * 250_000, {}, 413, "over the limit of 200000"),
         "unknown_model": ("POST", "/v1/models/other:predict", instances([[[0]] * 28] * 28), {}, 404, "'other'"),
@@ -246,6 +292,7 @@ def test_every_bad_input_is_a_json_4xx_with_a_message_and_the_server_keeps_servi
     method, path, body, headers, status, words = bad_requests(server.name)[case]
     answered, answer, _ = server.request(method, path, body, headers)
     assert answered == status and words in answer["error"], answer
+    assert not LEAKS.search(answer["error"]), answer
     assert server.is_serving()
 
 
@@ -254,6 +301,7 @@ def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(server):
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         connection.putrequest("POST", f"/v1/models/{server.name}:predict")
+        connection.putheader("Content-Type", "application/json")
         connection.putheader("Content-Length", str(10 ** 9))
         connection.endheaders()
         response = connection.getresponse()
@@ -268,8 +316,8 @@ def test_a_streamed_body_over_the_limit_is_refused_as_it_streams_in(server):
     sending after the limit and still gets its answer (the server may close the connection before reading the
     rest, so a client that went on sending would meet a reset rather than the answer)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(f"POST /v1/models/{server.name}:predict HTTP/1.1\r\nHost: test\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(f"POST /v1/models/{server.name}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
         chunk = b"x" * 50_000
         for _ in range(LIMITS["max_request_bytes"] // len(chunk) + 1):  # one chunk past the limit, no last chunk
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -285,12 +333,12 @@ def test_an_internal_error_is_logged_with_its_traceback_and_answered_with_only_i
     """A failure no handler expects (here the model itself) reaches the log, with an id; the client gets the id."""
 
     class BrokenPool:
-        path, kind, input_shape, num_classes = "broken.tflite", "tflite", (2, 2, 1), 2
+        path, kind, input_shape, num_classes, copies = "broken.tflite", "tflite", (2, 2, 1), 2, 1
 
         def predict(self, images):
             raise RuntimeError("the model broke at tensor 7")
 
-    app = serve.build_app("broken", BrokenPool(), ["a", "b"], **{k: v for k, v in LIMITS.items()})
+    app = in_process_app("broken", BrokenPool())
     body = json.dumps({"instances": [[[[0], [255]], [[255], [0]]]]}).encode()
     with caplog.at_level(logging.ERROR, logger="serve"):
         status, answer = asyncio.run(asgi_request(app, "POST", "/v1/models/broken:predict", body))
@@ -302,22 +350,36 @@ def test_an_internal_error_is_logged_with_its_traceback_and_answered_with_only_i
     assert "Traceback (most recent call last)" in caplog.text
 
 
+def in_process_app(name, pool, **settings):
+    """serve.build_app with the test limits, a queue of 4, localhost only and no token unless `settings` say."""
+    return serve.build_app(name, pool, [f"class {n}" for n in range(pool.num_classes)], **{
+        **LIMITS, "max_queue": 4, "request_timeout": 30, "hosts": ["127.0.0.1"], "token": None, **settings})
+
+
+def http_scope(method, path, body):
+    """The ASGI scope a server makes of a request from localhost with a JSON body."""
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+
+
 async def asgi_request(app, method, path, body):
-    """(status, parsed JSON body) of one HTTP request sent straight to an ASGI app, as a server would."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-length", str(len(body)).encode())], "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 80)}
+    """(status, parsed JSON body) of one HTTP request sent straight to an ASGI app, as a server would: after the
+    body, receive() waits, as for a client that stays connected."""
     incoming = [{"type": "http.request", "body": body, "more_body": False}]
     sent = []
 
     async def receive():
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.Event().wait()
 
     async def send(message):
         sent.append(message)
 
-    await app(scope, receive, send)
+    await app(http_scope(method, path, body), receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start["status"], json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
 
@@ -345,6 +407,7 @@ def test_bad_folders_and_files_are_one_line_errors(tiny_run, tmp_path, capsys):
     h5_only = tmp_path / "h5_only"
     h5_only.mkdir()
     (h5_only / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    (h5_only / "deploy_report.json").write_text("{}")  # a whole deploy folder, only without model.tflite
     message = one_line_error(capsys, ["--model_dir", str(h5_only)])
     assert "no model.tflite" in message and "--model_file" in message
 

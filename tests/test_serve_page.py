@@ -1,5 +1,6 @@
 """serve.py's page in a real browser (Debian's headless Chromium through Selenium): a stroke drawn on the canvas,
-an uploaded and a dropped image each show the server's top classes for exactly the image sent, with the latency."""
+an uploaded and a dropped image each show the server's top classes for exactly the image sent, with the latency;
+a server with a token has the page ask for it once."""
 import base64
 import io
 import os
@@ -29,17 +30,22 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def page(tiny_run, tmp_path_factory):  # noqa: F811
-    """The served page open in headless Chromium, with the server behind it."""
+def chromium(tmp_path_factory):
+    """Headless Chromium with a profile of its own."""
     from selenium.webdriver.chrome.service import Service
 
-    server = Server(tiny_run[1])
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def page(tiny_run, tmp_path_factory):  # noqa: F811
+    """The served page open in headless Chromium, with the server behind it."""
+    server = Server(tiny_run[1])
+    browser = chromium(tmp_path_factory)
     try:
         browser.get(f"http://127.0.0.1:{server.port}/")
         wait(browser, lambda b: "model.tflite" in b.find_element("id", "about").text)
@@ -131,3 +137,33 @@ def test_a_file_that_is_not_an_image_shows_the_servers_message(page, tmp_path):
     browser.find_element("id", "file").send_keys(os.fspath(path))
     wait(browser, lambda b: "cannot decode image" in b.find_element("id", "error").text)
     assert shown(browser)[0] == []
+
+
+def test_with_a_token_the_page_asks_for_it_once_and_sends_it(tiny_run, tmp_path_factory, tmp_path):  # noqa: F811
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("page-token-42\n")
+    server = Server(tiny_run[1], "--token_file", str(token_file), headers={"Authorization": "Bearer page-token-42"})
+    browser = chromium(tmp_path_factory)
+    try:
+        browser.get(f"http://127.0.0.1:{server.port}/")
+        asked = wait(browser, lambda b: b.find_element("id", "login").is_displayed() and b.find_element("id", "login"))
+        assert "needs its token" in browser.find_element("id", "error").text
+        browser.find_element("id", "token").send_keys("a-wrong-token\n")
+        wait(browser, lambda b: "was refused" in asked.text and asked.is_displayed())
+        browser.find_element("id", "token").clear()
+        browser.find_element("id", "token").send_keys("page-token-42\n")
+        wait(browser, lambda b: "model.tflite" in b.find_element("id", "about").text)
+        assert not asked.is_displayed() and browser.find_element("id", "error").text == ""
+
+        path = tmp_path / "upload.png"
+        Image.fromarray(drawing(np.random.default_rng(4), 2, side=56)).save(path)
+        browser.find_element("id", "file").send_keys(str(path))
+        sent, (rows, _) = answered_after(browser, None)
+        assert rows == expected_rows(server, sent)  # the prediction went through with the token
+
+        browser.refresh()  # the same tab: the token is kept, not asked again
+        wait(browser, lambda b: "model.tflite" in b.find_element("id", "about").text)
+        assert not browser.find_element("id", "login").is_displayed()
+    finally:
+        browser.quit()
+        server.stop()

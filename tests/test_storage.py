@@ -14,7 +14,7 @@ import evaluate
 import predict
 import train
 from conftest import exit_code, run_cli, write_npy
-from support import storage
+from support import folders, storage
 from support.errors import UserError
 
 gfile = tf.io.gfile
@@ -106,24 +106,29 @@ def test_write_replaces_whole_files_and_leaves_no_temporary_behind(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["taken"] and os.listdir(tmp_path / "taken") == ["inside"]
 
 
-def test_local_folder_uploads_a_tree_even_when_the_block_fails():
+def test_a_remote_folder_is_replaced_only_by_a_block_that_succeeds():
     target = remote("deploy")
+    storage.write(f"{target}/labels.txt", "old\n")
     with pytest.raises(RuntimeError):
-        with storage.local_folder(target) as folder:
+        with folders.building(target, last="deploy_report.json") as folder:
             os.makedirs(os.path.join(folder, "sub"))
             with open(os.path.join(folder, "sub", "log.txt"), "w") as f:
                 f.write("compiler output")
             raise RuntimeError("compile failed")
-    assert storage.read_text(f"{target}/sub/log.txt") == "compiler output"
+    assert storage.read_text(f"{target}/labels.txt") == "old\n" and not storage.exists(f"{target}/sub")
     assert not os.path.exists(folder)
+    with folders.building(target, last="deploy_report.json") as folder:
+        for name in ("deploy_report.json", "model.tflite"):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(name)
+    assert sorted(storage.listdir(target)) == ["deploy_report.json", "model.tflite"]
+    assert storage.read_text(f"{target}/model.tflite") == "model.tflite"
 
 
 def test_local_paths_pass_through_unchanged(tmp_path):
     path = str(tmp_path / "model.h5")
     with storage.local_file(path) as local:
         assert local == path
-    with storage.local_folder(str(tmp_path / "out")) as folder:
-        assert folder == str(tmp_path / "out") and os.path.isdir(folder)
     assert storage.absolute("gs://bucket/run") == "gs://bucket/run"
     assert storage.absolute("run") == os.path.join(os.getcwd(), "run")
 

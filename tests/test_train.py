@@ -15,6 +15,7 @@ import config
 import train
 from callbacks import KeepLastCheckpoints
 from conftest import ROOT, exit_code, quickdraw_records, write_npy, write_tfrecord
+from support import folders
 from support.errors import UserError
 
 
@@ -49,7 +50,7 @@ def test_every_registered_model_trains_an_epoch_and_fills_its_run_folder(name, t
     assert len(history(run_dir)) == 1
     model = keras.saving.load_model(os.path.join(run_dir, "best.keras"), compile=False)
     spec = config.MODELS[name]
-    assert config.read(run_dir)["channels"] == spec.channels  # the model's own, as no --channels was given
+    assert config.read(run_dir).channels == spec.channels  # the model's own, as no --channels was given
     shape = (2, *spec.test_size["input_size"], spec.channels)
     assert model.predict(np.zeros(shape, np.float32), verbose=0).shape == (2, 3)
 
@@ -85,38 +86,38 @@ def test_config_json_holds_what_rebuilds_the_run(tiny_npy, tmp_path):
     exit_code(train.main, ["--data", tiny_npy, "--save_to", run_dir, "--model", "logistic", "--num_epochs", "1",
                "--classes", "cat,apple", "--seed", "7", "--jitter", "--loss", "focal", "--optimizer", "sgd"])
     settings = config.read(run_dir)
-    assert settings["class_names"] == ["cat", "apple"] and settings["seed"] == 7 and settings["jitter"] is True
-    assert settings["data"] == [os.path.abspath(tiny_npy)] and settings["data_format"] == "quickdraw_npy"
-    assert settings["loss"] == "focal" and settings["optimizer"] == "sgd" and settings["input_size"] == [28, 28]
-    assert {"tensorflow", "keras", "numpy"} <= set(settings["versions"]) and settings["started"]
+    assert settings.class_names == ["cat", "apple"] and settings.seed == 7 and settings.jitter is True
+    assert settings.data == [os.path.abspath(tiny_npy)] and settings.data_format == "quickdraw_npy"
+    assert settings.loss == "focal" and settings.optimizer == "sgd" and settings.input_size == [28, 28]
+    assert {settings.versions["backend"], "keras", "numpy"} <= set(settings.versions) and settings.started
     rebuilt = config.build_model(settings)
     assert rebuilt.output_shape == (None, 2)
 
 
 def test_config_read_round_trips_and_rejects_bad_files(tmp_path):
-    settings = dict(config.TRAINING, class_names=["a", "b"])
-    config.save(str(tmp_path), settings)
-    read = config.read(str(tmp_path))
-    assert {key: read[key] for key in settings} == settings
+    settings = config.RunConfig(class_names=["a", "b"])
+    saved = config.save(str(tmp_path), settings)
+    assert config.read(str(tmp_path)) == saved and saved.replace(versions={}, started="") == settings
     with pytest.raises(UserError, match="not a run folder"):
         config.read(str(tmp_path / "nowhere"))
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(UserError, match="cannot read"):
-        config.read(str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps(dict(settings, model="resnet_9000")))
-    with pytest.raises(UserError, match="model 'resnet_9000', which is not registered; registered: quickdraw_cnn"):
-        config.read(str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps({"model": "logistic"}))
-    with pytest.raises(UserError, match="incomplete: missing"):
-        config.read(str(tmp_path))
+    for text, message in [
+            ("{not json", "cannot read"),
+            (json.dumps({"model": "logistic"}), "incomplete: missing"),
+            (json.dumps(dict(saved.record(), model="resnet_9000")),
+             r"cannot read .*config.json: model: must be one of quickdraw_cnn, .*, got 'resnet_9000'"),
+            (json.dumps(dict(saved.record(), batchsize=64)), r"unknown setting 'batchsize' \(did you mean batch_size\?\)"),
+            (json.dumps(dict(saved.record(), batch_size="many")), "batch_size: must be an integer, got 'many'")]:
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(UserError, match=message):
+            config.read(str(tmp_path))
 
 
 def test_keep_last_checkpoints_deletes_the_oldest_by_epoch_number(tmp_path):
-    keeper = KeepLastCheckpoints(str(tmp_path), keep=2)
+    keeper = KeepLastCheckpoints(folders.Destination(str(tmp_path)), keep=2)
     keeper.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
     for epoch in (997, 998, 999, 1000, 1001):  # epoch_1000 sorts before epoch_998 as text
         keeper.on_epoch_end(epoch)
-    assert sorted(os.listdir(tmp_path)) == ["epoch_1001.keras", "epoch_1002.keras"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_1001.keras", "epoch_1002.keras"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -152,7 +153,7 @@ def test_existing_folder_is_refused_unless_it_is_a_run_and_overwrite_is_given(ti
     assert exit_code(train.main, base) == 0
     assert exit_code(train.main, base) == 2
     assert exit_code(train.main, [*base, "--overwrite", "--seed", "3"]) == 0
-    assert config.read(run_dir)["seed"] == 3 and len(history(run_dir)) == 1
+    assert config.read(run_dir).seed == 3 and len(history(run_dir)) == 1
 
 
 def test_separate_validation_source(tmp_path):
@@ -162,7 +163,7 @@ def test_separate_validation_source(tmp_path):
     assert exit_code(train.main, ["--data", train_file, "--val_data", val_file, "--save_to", run_dir, "--model", "logistic",
                       "--num_epochs", "1", "--batch_size", "6"]) == 0
     settings = config.read(run_dir)
-    assert settings["val_data"] == [val_file] and settings["data_format"] == "tfrecord"
+    assert settings.val_data == [val_file] and settings.data_format == "tfrecord"
 
 
 def cli(args, cwd=ROOT, **kwargs):
@@ -219,7 +220,8 @@ def test_backup_restores_weights_and_optimizer_state(tmp_path):
 
     x, y = np.random.default_rng(0).normal(size=(32, 3)), np.arange(32) % 2
     trained = compiled()
-    trained.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callbacks.Backup(str(tmp_path / "backup"))])
+    backup = callbacks.Backup(folders.Destination(str(tmp_path)))
+    trained.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[backup])
     fresh = compiled()
     assert callbacks.restore(fresh, str(tmp_path)) == 2
     assert int(fresh.optimizer.iterations) == int(trained.optimizer.iterations) == 8

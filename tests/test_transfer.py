@@ -124,8 +124,8 @@ def test_frozen_epochs_keep_the_base_and_later_epochs_train_it(pretrained, two_c
     for before, after in zip(base_of(epoch_1), base_of(epoch_2)):
         assert not same(weights_of([before]), weights_of([after])), before.name
     settings = config.read(run_dir)
-    assert settings["from_ckpt"] == pretrained and settings["freeze_epochs"] == 1
-    assert settings["unfreeze_lr_factor"] == config.TRAINING["unfreeze_lr_factor"]
+    assert settings.from_ckpt == pretrained and settings.freeze_epochs == 1
+    assert settings.unfreeze_lr_factor == config.NAMED["unfreeze_lr_factor"].default
 
 
 def test_a_mobilenet_base_freezes_whole_with_its_batchnorm(two_classes, tmp_path):
@@ -230,8 +230,8 @@ def test_frozen_epochs_on_cached_features_train_the_same_head_as_on_images(pretr
             '{"filters": [4, 8], "dense_units": 8, "dropout": 0}', "--from_ckpt", pretrained, "--freeze_epochs", "3",
             "--num_epochs", "3", "--batch_size", "8", "--keep_checkpoints", "3"]
     computed = []
-    feature_batches = transfer.feature_batches
-    monkeypatch.setattr(transfer, "feature_batches", lambda *a: computed.append(a[1].mode) or feature_batches(*a))
+    cached_features = transfer.CachedFeatures
+    monkeypatch.setattr(transfer, "CachedFeatures", lambda *a: computed.append(a[1].mode) or cached_features(*a))
     assert train_run([*args, "--save_to", str(tmp_path / "cached")]) == 0
     out = capsys.readouterr().out
     assert computed == ["train", "val"] and out.count("(head alone, on features cached from the frozen base)") == 3

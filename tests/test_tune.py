@@ -15,6 +15,7 @@ optuna = pytest.importorskip("optuna", reason="tune.py needs requirements-tune.t
 import deploy  # noqa: E402
 import tune  # noqa: E402
 from conftest import exit_code, run_cli, write_npy  # noqa: E402
+from support import verbose  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNING_RATE = {"learning_rate": {"type": "float", "low": 1e-9, "high": 1e-2, "log": True}}
@@ -291,3 +292,102 @@ def test_without_data_a_study_runs_on_the_sample_that_train_py_writes(tmp_path, 
     best = json.load(open(tmp_path / "tune" / "best.json"))
     assert len(best["settings"]["class_names"]) == 10  # the doodle sample's classes
     assert set(best["params"]) == set(tune.model_space("logistic")) == {"learning_rate", "batch_size", "jitter"}
+
+
+# --- the storage's password --------------------------------------------------------------------------------------
+
+SECRETS = ("pa55{w}rd", "pa55%7Bw%7Drd", "us3r@pass", "us3r%40pass", "t0ken")  # as given and as encoded
+
+
+def shows_no_secret(text):
+    return not any(secret in text for secret in SECRETS)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://bob:us3r%40pass@db:5432/study", "postgresql://bob:***@db:5432/study"),
+    ("postgresql://bob:us3r@pass@db/study", "postgresql://bob:***@db/study"),  # a bare "@" too
+    ("postgresql://bob@db/study?sslmode=require&password=pa55{w}rd&sslpassword=t0ken",
+     "postgresql://bob@db/study?sslmode=require&password=***&sslpassword=***"),
+    ("mysql+pymysql://bob:x@db/s?passwd=a&pwd=b&token=c&client_secret=d&api_key=e&charset=utf8mb4",
+     "mysql+pymysql://bob:***@db/s?passwd=***&pwd=***&token=***&client_secret=***&api_key=***&charset=utf8mb4"),
+    ("sqlite:////tmp/a@b/study.db", "sqlite:////tmp/a@b/study.db"),  # no user info: nothing to hide
+    ("t0ken is no URL", "<unparseable storage URL>"),
+])
+def test_a_storage_url_prints_with_every_secret_masked(url, shown):
+    assert tune.secret_url.printable(url) == shown
+
+
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://tune:us3r%40pass@127.0.0.1:1/study?password=pa55{w}rd",  # nothing listens on port 1
+     "cannot open the study storage postgresql://tune:***@127.0.0.1:1/study?password=***: "),
+    ("postgresql://tune:us3r@pass@127.0.0.1:1/study", "postgresql://tune:***@127.0.0.1:1/study: its password holds "
+                                                      "an '@'"),
+    ("sqlite://bob:us3r%40pass@//tmp/study.db?password=t0ken", "Invalid SQLite URL: sqlite://bob:***@//tmp/study.db"
+                                                               "?password=***"),  # SQLAlchemy's message, masked
+    ("t0ken:not a URL", "cannot open the study storage <unparseable storage URL>: "),
+    ("env:TUNE_NOT_SET", "--storage env:TUNE_NOT_SET: the environment variable TUNE_NOT_SET is not set"),
+], ids=["server", "bare @", "library message", "unparseable", "unset variable"])
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(drawings, tmp_path, capsys, monkeypatch,
+                                                                          url, words):
+    save_to = str(tmp_path / "tune")
+    flags = tune_flags(drawings, str(tmp_path), save_to, trials=1) + ["--storage", url]
+    monkeypatch.delenv("TUNE_NOT_SET", raising=False)
+    monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)  # the server's retries
+    code, out, err = run_cli(tune.main, flags, capsys)
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    monkeypatch.setattr(verbose, "ON", True)
+    code, verbose_out, verbose_err = run_cli(tune.main, flags, capsys)  # the library failure behind it, printed
+    assert code == 2 and verbose_err.endswith(err)
+    assert shows_no_secret(out + err + verbose_out + verbose_err) and not os.path.exists(save_to)
+
+
+def command_line_once_started(pid):
+    """A child's /proc/PID/cmdline (what `ps` shows) once it runs tune.py: before its exec it is the parent's."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            line = file.read().replace(b"\0", b" ").decode()
+        if "tune.py" in line:
+            return line
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} did not start tune.py: {line}")
+
+
+def test_the_storage_password_is_in_no_output_file_or_worker_command_line(drawings, tmp_path, capfd, monkeypatch):
+    """A SQLite URL with a password query parameter (SQLite URIs pass it on and ignore it); braces in it too, which
+    Optuna's str.format() of the URL would take for a template. The worker's output is on the same descriptors."""
+    url = f"sqlite:///file:{tmp_path}/shared.db?uri=true&password=pa55{{w}}rd"
+    save_to = str(tmp_path / "tune")
+    workers, start_workers = [], tune.start_workers
+
+    def watched(*args):
+        started = start_workers(*args)
+        workers.extend((worker, command_line_once_started(worker.pid)) for worker in started)
+        return started
+
+    monkeypatch.setattr(tune, "start_workers", watched)
+    study = tune.main(tune_flags(drawings, str(tmp_path), save_to, trials=2, epochs=1)
+                      + ["--storage", url, "--workers", "2"])
+    assert len(workers) == 1 and workers[0][0].returncode == 0 and "--storage env:TUNE_STORAGE" in workers[0][1]
+    assert states(study).count("COMPLETE") + states(study).count("PRUNED") >= 2
+    captured = capfd.readouterr()
+    assert "trial 0 " in captured.out and shows_no_secret(captured.out + captured.err + workers[0][1])
+    assert json.load(open(os.path.join(save_to, tune.MARKER)))["storage"].endswith("?uri=true&password=***")
+    for folder, _, names in os.walk(save_to):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as file:
+                assert shows_no_secret(file.read().decode("latin-1")), name
+
+
+def test_the_storage_url_can_come_from_an_environment_variable_and_a_new_password_continues(drawings, tmp_path,
+                                                                                           capsys, monkeypatch):
+    save_to = str(tmp_path / "tune")
+    database = f"sqlite:///file:{tmp_path}/shared.db?uri=true&password="
+    for trials, password in ((1, "t0ken"), (2, "pa55{w}rd")):  # the same database, its password changed
+        monkeypatch.setenv("TUNE_STORAGE", database + password)
+        flags = tune_flags(drawings, str(tmp_path), save_to, trials=trials, epochs=1)
+        code, out, err = run_cli(tune.main, flags + ["--storage", "env:TUNE_STORAGE"], capsys)
+        assert code == 0 and shows_no_secret(out + err), err
+    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=database + "x")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert json.load(open(os.path.join(save_to, tune.MARKER)))["storage"] == database + "***"

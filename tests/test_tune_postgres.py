@@ -32,6 +32,7 @@ TUNE = f"import tune; tune.HEARTBEAT_SECONDS, tune.GRACE_SECONDS = {HEARTBEAT}, 
 # stale, still has trials to start: a process fails a dead trial only as it starts one of its own.
 TRIALS, B_TRIALS, EPOCHS = 5, 3, 3
 DEADLINE = 600  # seconds for the whole study, however busy the machine
+PASSWORD, ENCODED = "se@cret", "se%40cret"  # an "@" in the password, written %40 in the URL
 
 
 def server_binary(name):
@@ -68,7 +69,7 @@ def postgres_url():
     try:
         password = os.path.join(folder, "password")
         with open(password, "w") as file:
-            file.write("secret\n")
+            file.write(f"{PASSWORD}\n")
         if as_user:
             for path in (folder, password):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
@@ -85,9 +86,9 @@ def postgres_url():
             log = os.path.join(folder, "server.log")
             said = open(log).read() if os.path.isfile(log) else started.stderr
             pytest.skip(f"the PostgreSQL server did not start: {said.strip()[-500:]}")
-        with psycopg.connect(f"postgresql://tune:secret@127.0.0.1:{port}/postgres", autocommit=True) as connection:
+        with psycopg.connect(f"postgresql://tune:{ENCODED}@127.0.0.1:{port}/postgres", autocommit=True) as connection:
             connection.execute("CREATE DATABASE study")
-        yield f"postgresql://tune:secret@127.0.0.1:{port}/study"
+        yield f"postgresql://tune:{ENCODED}@127.0.0.1:{port}/study"
     finally:
         if os.path.isfile(os.path.join(data, "postmaster.pid")):
             subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True)
@@ -115,6 +116,10 @@ def start_tune(tmp_path):
 
 def log_tail(folder, name):
     return (folder / f"{name}.log").read_text()[-3000:]
+
+
+def holds_password(text):
+    return PASSWORD in text or ENCODED in text
 
 
 def process_of(trial, save_to):
@@ -170,7 +175,13 @@ def test_a_process_killed_mid_trial_on_postgresql_has_its_trial_failed_and_run_a
 
     for save_to in (machine_a, machine_b):  # the tune folders hold the storage, but not its password
         with open(os.path.join(save_to, tune.MARKER)) as file:
-            assert json.load(file)["storage"] == postgres_url.replace(":secret@", ":***@")
+            assert json.load(file)["storage"] == postgres_url.replace(f":{ENCODED}@", ":***@")
+        for folder, _, names in os.walk(save_to):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as file:
+                    assert not holds_password(file.read().decode("latin-1")), name
+    for name in ("a", "a_again", "b"):  # nor what the processes printed
+        assert not holds_password((tmp_path / f"{name}.log").read_text()), name
 
     # The process that finished the last trial summed up a study with nothing left to finish.
     last = max(finished, key=lambda t: t.datetime_complete)
