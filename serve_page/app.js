@@ -130,6 +130,7 @@ $("drop").addEventListener("drop", (event) => {
 async function classify(dataUrl) {
   const request = ++asked;
   Object.assign($("sent"), { src: dataUrl, hidden: false });
+  showError(""); // the last answer is not this image's: it goes until this one's comes
   const started = performance.now();
   try {
     const response = await call(":predict", {

@@ -56,9 +56,11 @@ def page(tiny_run, tmp_path_factory):  # noqa: F811
 
 
 def wait(browser, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, 30).until(condition)
+    # an answer's rows are replaced as they are read now and then: read them again
+    return WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def shown(browser):
