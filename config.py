@@ -24,7 +24,7 @@ from typing import Any, Callable, Collection, Optional
 
 import models
 from reader import FORMATS
-from support import class_weight, distribute, doodles, folders, storage
+from support import class_weight, curation, distribute, doodles, folders, storage
 from support.errors import (UserError, comma_list, image_size, integer, json_object, non_negative_float,
                             non_negative_int, positive_float, positive_int, ratio, text)
 
@@ -118,14 +118,23 @@ class Setting:
 # Every setting of a run (RunConfig, config.json), and the flags several tools share, in --help's order.
 SETTINGS = (
     Setting("data", [SAMPLE_DATA], "data sources: folders, files or globs", type=text, nargs="+",
-            tools=("train", "plots"), shown=f"synthetic doodles in {SAMPLE_DATA}, written on first use", required=True),
+            tools=("train", "plots", "doctor"), shown=f"synthetic doodles in {SAMPLE_DATA}, written on first use",
+            required=True),
     Setting("data_format", "auto", "format of --data", type=text, choices=("auto", *FORMATS),
-            tools=("train", "plots", "evaluate", "predict"), required=True),
+            tools=("train", "plots", "evaluate", "predict", "doctor"), required=True),
     Setting("val_data", None, "a separate validation source; replaces the split of --data", type=text, nargs="+",
-            shown="the split of --data"),
-    Setting("train_ratio", 0.8, "share of --data that trains", type=ratio, required=True),
-    Setting("max_per_class", None, "cap on items per class", type=positive_int, shown="all"),
-    Setting("classes", None, "comma-separated classes to use", type=comma_list, shown="all"),
+            tools=("train", "doctor"), shown="the split of --data"),
+    Setting("train_ratio", 0.8, "share of --data that trains", type=ratio, tools=("train", "doctor"), required=True),
+    Setting("max_per_class", None, "cap on items per class", type=positive_int, tools=("train", "doctor"),
+            shown="all"),
+    Setting("classes", None, "comma-separated classes to use", type=comma_list, tools=("train", "doctor"),
+            shown="all"),
+    Setting("exclude", None, "leave these items out of training and validation: doctor.py's label_issues.csv or "
+            "duplicates.csv (their path column), or a file of paths or ids, one a line", type=curation.excluded,
+            metavar="FILE", tools=("train", "doctor"), shown="none"),
+    Setting("split_groups", None, "keep copies on one side of the split: doctor.py's duplicates.csv (each "
+            "connected group of copies splits as one item)", type=curation.groups, metavar="DUPLICATES_CSV",
+            tools=("train", "doctor"), shown="none"),
     Setting("save_to", "progress/run", "run folder to write", type=text),
     Setting("model", "quickdraw_cnn", "model to train (train.py --model NAME --summary shows it, at its default "
             "input)", type=text, choices=MODELS, required=True),
@@ -164,7 +173,7 @@ SETTINGS = (
             space={"type": "categorical", "choices": [False, True]}),
     Setting("early_stopping", 0, "patience in epochs, 0 = off", type=non_negative_int),
     Setting("keep_checkpoints", 3, "how many per-epoch checkpoints to keep", type=non_negative_int),
-    Setting("seed", 0, "seed of the split, shuffling and jitter", type=integer, tools=("train", "plots"),
+    Setting("seed", 0, "seed of the split, shuffling and jitter", type=integer, tools=("train", "plots", "doctor"),
             required=True),
     Setting("workers", 1, "parallel batch loaders", type=positive_int),
     Setting("cache_mb", 1024, "memory for prepared images, per split; 0 = decode every epoch",

@@ -11,7 +11,7 @@ import numpy as np
 
 import config
 from reader import DataReader
-from support import imgaug_shim
+from support import curation, imgaug_shim
 from support.images import prepare
 from support.errors import UserError
 from support.ids import mix64
@@ -27,7 +27,8 @@ def in_train_split(id_keys, seed, train_ratio):
 
 
 def select(reader, mode, seed=DEFAULT.seed, train_ratio=DEFAULT.train_ratio, limit=None):
-    """Indices of the reader's items in a mode's split; `limit` keeps a seeded random sample of them."""
+    """Indices of the reader's items in a mode's split, less those it leaves out; `limit` keeps a seeded random
+    sample of them."""
     if mode not in MODES:
         raise UserError(f"unknown mode '{mode}'; choose from: {', '.join(MODES)}")
     if not 0.0 < train_ratio <= 1.0:
@@ -37,6 +38,7 @@ def select(reader, mode, seed=DEFAULT.seed, train_ratio=DEFAULT.train_ratio, lim
     else:
         train = in_train_split(reader.id_keys, seed, train_ratio)
         indices = np.flatnonzero(train if mode == "train" else ~train)
+    indices = indices[~reader.left_out[indices]]
     if len(indices) == 0:
         raise UserError(f"the {mode} split of {reader} is empty (train_ratio {train_ratio})")
     return seeded_sample(indices, limit, seed)
@@ -190,9 +192,10 @@ class ImageGenerator:
 
 def open_run_data(settings):
     """The readers a run's settings (a config.RunConfig) name: (training source, separate validation source or
-    None)."""
+    None), without the items --exclude names and with --split_groups' copies keeping together."""
     train = DataReader(settings.data, settings.data_format, settings.classes, settings.max_per_class)
     val = DataReader(settings.val_data, classes=train.class_names) if settings.val_data else None
+    curation.apply(settings, train, val)
     return train, val
 
 

@@ -353,6 +353,7 @@ class ImageFolder:
         skipped += [(names[i], problem, files[i]) for i, problem in zip(keep, problems) if problem]
         keep = keep[[problem is None for problem in problems]]
         self.files = [files[i] for i in keep]
+        self.skipped = skipped  # (class name, reason, path) of each file not indexed: doctor.py lists the unreadable
         self.labels = labels[keep]
         self.ids = [os.path.relpath(f, base) for f in self.files]
         self.id_keys = np.array([stable_hash(i) for i in self.ids], dtype=np.uint64)
@@ -440,6 +441,7 @@ class DataReader:
         self.class_names = self.source.class_names
         self.labels = self.source.labels
         self.id_keys = self.source.id_keys
+        self.left_out = np.zeros(len(self.labels), dtype=bool)  # items in no split (--exclude: support/curation.py)
 
     @property
     def ids(self):

@@ -251,8 +251,12 @@ def fit(training, extra_callbacks=()):
     import transfer
 
     settings, model, done = training.settings, training.model, training.done
+    left_out = sum(int(reader.left_out.sum()) for reader in {training.train_gen.reader, training.val_gen.reader})
     print(f"{settings.model}: {model.count_params():,} parameters; training on {len(training.train_gen.indices)} and "
           f"validating on {len(training.val_gen.indices)} items of {len(settings.class_names)} classes"
+          + (f"; {left_out} left out (--exclude)" if left_out else "")
+          + (f"; {len(settings.split_groups)} groups of copies each on one side (--split_groups)"
+             if settings.split_groups else "")
           + (f"; process {training.cluster.process_id} of {training.cluster.num_processes}"
              if training.cluster.num_processes > 1 else ""))
     if training.class_weights:

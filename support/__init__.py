@@ -3,17 +3,23 @@
 allocator           asks TensorFlow for its BFC allocator on the CPU (startup.setup() does, for every tool)
 class_match         matches a data set's class names to a run's (case, plurals, --class_map)
 class_weight        --class_weight: each class's weight in the loss, balanced or by name
+contact_sheet       pictures in a grid with captions, as PNG bytes (doctor.py's suspects)
 console             a quiet console: TensorFlow imported without its start-up chatter, harmless messages dropped
+curation            --exclude and --split_groups: the items a run leaves out, the copies it keeps on one side
 distribute          data-parallel training over devices and processes (JAX backend)
 doodles             the synthetic doodle sample train.py writes when no --data is given
+duplicates          copies in a data set (same bytes, pixels, picture or shot), grouped (doctor.py)
 edgetpu             the Edge TPU op table, the check of an int8 model, and edgetpu_compiler's run
 edgetpu_limits      op versions against what the Edge TPU toolchain parses, parameters against its on-chip cache
 errors              UserError, the one-line `error:` report of every tool, and the flag-value types
+features            the features doctor.py compares, cached by each item's content; the pixels of a drawing
 folders             what run and deploy folders hold, how a tool tells one, and replacing one once the new one is whole
 ids                 stable 64-bit hashes of item ids, so that datagen's split by hash is the same on every machine
+image_checks        odd images from their pixels: tiny, blank, very dark or bright, blurry (doctor.py)
 imgaug_shim         imgaug on NumPy 2: the names it needs put back, once, where an augmenter is first built
 images              the one image decoder: image file bytes, measured from their header first, to uint8 H×W×C
 inference           runs any saved model (.keras, .h5, .tflite) the same way, and finds a folder's model file
+label_probe         labels that look wrong: out-of-fold probabilities of a k-fold logistic probe (doctor.py)
 labels              labels.txt, the class names of a deploy folder or of TFRecords
 layers              a model's layers with weights, nested bases walked into (--from_ckpt, --freeze_epochs, onednn)
 onednn              refuses the one layer shape that crashes TensorFlow's oneDNN kernel on AVX-512 CPUs

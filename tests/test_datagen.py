@@ -163,7 +163,7 @@ class CountingReader:
 
     def __init__(self, reader):
         self.reader, self.loaded = reader, 0
-        self.labels, self.id_keys = reader.labels, reader.id_keys
+        self.labels, self.id_keys, self.left_out = reader.labels, reader.id_keys, reader.left_out
 
     def __len__(self):
         return len(self.reader)

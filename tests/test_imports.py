@@ -32,7 +32,8 @@ def test_train_help_imports_no_tensorflow_and_no_keras():
 
 # What the template's modules import, imported first: their own changes at import are theirs, not the template's.
 LIBRARIES = ["tensorflow", "keras", "optuna", "sqlalchemy", "starlette.applications", "uvicorn", "matplotlib.figure",
-             "cv2", "PIL.Image", "tqdm", "ai_edge_litert.interpreter", "absl.logging", "tensorboard.compat.proto"]
+             "cv2", "PIL.Image", "tqdm", "ai_edge_litert.interpreter", "absl.logging", "tensorboard.compat.proto",
+             "scipy.optimize"]
 STATE = """
 import json, os, sys, warnings
 import numpy
