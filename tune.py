@@ -30,7 +30,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 
 from support import requirements
@@ -38,37 +37,21 @@ from support import requirements
 requirements.require(["optuna"], "requirements-tune.txt", "tune.py")
 import keras
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 
 import callbacks
 import config
 import train
 from datagen import open_run_data
-from support import distribute, doodles, folders, secret_url, storage
+from support import distribute, doodles, folders, secret_url, storage, study_storage
 from support.errors import ArgumentParser, UserError, first_line, positive_float, positive_int, reports_user_errors
 
 MARKER = "tune.json"  # what makes a folder a tune folder: the study's storage (masked) and fixed train.py flags
 STORAGE_VARIABLE = "TUNE_STORAGE"  # the environment variable the --workers processes get the storage URL in
-STUDY_NAME = "tune"
-HEARTBEAT_SECONDS = 10  # a running trial writes a heartbeat this often ...
-GRACE_SECONDS = 30  # ... and one silent for this long is failed (its process died) and tried again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial does not count: it is tried again
 # Flags tune.py sets for each trial itself.
 MANAGED_FLAGS = ("--save_to", "--resume", "--overwrite")
 TYPES = ("float", "int", "categorical")
-# Heartbeats have been "experimental" in Optuna since 2.8 and are what it recommends for failed processes.
-EXPERIMENTAL = ("Argument ``heartbeat_interval`` is an experimental feature",
-                "RetryHeartbeatStaleTrialCallback is experimental",
-                "optuna.storages._heartbeat.fail_stale_trials is experimental")
-
-
-def quiet_optuna():
-    """Optuna's lines that say nothing to a user: its per-trial log (announce() says what finished, one line a
-    trial) and the experimental-feature warnings of the heartbeats."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for experimental in EXPERIMENTAL:
-        warnings.filterwarnings("ignore", message=experimental, category=optuna.exceptions.ExperimentalWarning)
 
 
 def parse_args(argv=None):
@@ -240,41 +223,6 @@ def announce(study, trial):
 
 # --- the study ----------------------------------------------------------------------------------------------------
 
-# Storage failures that a second try can mend: a server not answering yet, tables that processes started together
-# race to create. A URL that names no database or a driver that is not installed is the user's to fix; anything
-# else is a bug and keeps its traceback.
-RETRIED = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
-NOT_A_STORAGE = (sqlalchemy.exc.ArgumentError, ImportError)
-
-
-def open_study(url, attempts=3):
-    """The study in `url`, created if new; a failure that a retry can mend is tried again before it counts."""
-    for attempt in range(attempts):
-        try:
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            template = url.replace("{", "{{").replace("}", "}}")  # Optuna str.format()s the URL: braces survive
-            rdb = optuna.storages.RDBStorage(template, heartbeat_interval=HEARTBEAT_SECONDS,
-                                             grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)
-            return optuna.create_study(storage=rdb, study_name=STUDY_NAME, direction="maximize",
-                                       load_if_exists=True,
-                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-        except (*RETRIED, *NOT_A_STORAGE) as error:
-            if attempt + 1 == attempts or isinstance(error, NOT_A_STORAGE):
-                raise UserError(f"cannot open the study storage {secret_url.printable(url)}: "
-                                f"{secret_url.masked(first_line(error), url)}") from secret_url.masked_cause(error, url)
-            time.sleep(1 + attempt)
-
-
-def settle_dead_trials(study):
-    """Fail (and try again) the trials of processes that died, then give every trial still running a heartbeat.
-    Optuna fails a trial whose heartbeat is old, but never one without any: a process killed between creating its
-    trial and the first beat. With a heartbeat from now, that trial goes stale like any other; a live trial loses
-    nothing, and one that died less than GRACE_SECONDS ago waits that much longer."""
-    optuna.storages.fail_stale_trials(study)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.record_heartbeat(trial._trial_id)  # Optuna has no public call that takes a trial number
-
-
 def one_process(flags):
     """The cluster of every trial: this process alone. A trial may replicate its model over this machine's devices
     (--distribute data_parallel), but tune.py cannot start the other processes of a multi-process run."""
@@ -404,7 +352,7 @@ def summarize(study, save_to):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    quiet_optuna()
+    study_storage.quiet_optuna()
     fixed = train_args(args.train_flags)
     model = config.given_or_default(fixed, "model")
     space = check_space(read_space(args.space) if args.space else model_space(model),
@@ -420,11 +368,11 @@ def main(argv=None):
     # A continued search recognises its storage by the masked URL: the same database, whatever its password now.
     marker = {"storage": secret_url.printable(url), "train_flags": args.train_flags, "space": space}
     check_tune_folder(save_to, marker)
-    study = open_study(url) if args.storage else None  # an unreachable server: before anything is written
+    study = study_storage.opened(url) if args.storage else None  # an unreachable server: before anything is written
     os.makedirs(save_to, exist_ok=True)
     storage.write(os.path.join(save_to, MARKER), json.dumps(marker, indent=2))
-    study = study or open_study(url)
-    settle_dead_trials(study)
+    study = study or study_storage.opened(url)
+    study_storage.settle_dead_trials(study)
     workers = start_workers(argv, args.workers - 1, url) if args.workers > 1 else []
     objective = make_objective(save_to, space, args.train_flags, fixed.model_kwargs or {})
     run_trials(study, objective, args.trials, args.timeout)

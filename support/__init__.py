@@ -32,6 +32,7 @@ rest_request        a TF Serving :predict body to the model's input, every image
 saved_model_export  the SavedModel for TensorFlow Serving and Vertex AI, with the image preparation in its graph
 secret_url          a database URL's password: masked wherever it is shown, passed to children by environment
 startup             what every command-line tool does first: setup(), before anything imports TensorFlow
+study_storage       tune.py's Optuna study: opened with retries, dead trials failed and tried again
 storage             files on local disk or any tf.io.gfile filesystem (gs://), each written whole
 tensorboard_events  each epoch's metrics as TensorBoard event files, without TensorFlow
 tflite_metadata     TFLite Model Metadata (name, input, class names) written into and read from a .tflite file

@@ -14,6 +14,7 @@ optuna = pytest.importorskip("optuna", reason="tune.py needs requirements-tune.t
 
 import deploy  # noqa: E402
 import tune  # noqa: E402
+from support import study_storage  # noqa: E402
 from conftest import exit_code, run_cli, write_npy  # noqa: E402
 from support import verbose  # noqa: E402
 
@@ -57,7 +58,7 @@ def test_a_three_trial_study_writes_three_run_folders_best_json_and_the_pictures
         assert os.path.isfile(os.path.join(study_folder, trial, "config.json"))
         assert os.path.isfile(os.path.join(study_folder, trial, "best.keras"))
     best = json.load(open(os.path.join(study_folder, "best.json")))
-    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{study_folder}/study.db")
+    study = optuna.load_study(study_name=study_storage.STUDY_NAME, storage=f"sqlite:///{study_folder}/study.db")
     assert best["trial"] == study.best_trial.number and best["val_accuracy"] == study.best_value
     assert os.path.realpath(os.path.join(study_folder, "best")) == os.path.realpath(best["run_folder"])
     assert best["settings"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
@@ -97,7 +98,7 @@ def test_deploy_accepts_the_best_trial_folder(study_folder, tmp_path):
 def test_a_trial_that_does_badly_is_pruned(drawings, tmp_path):
     """Two finished trials at 0.99 every epoch; a learning rate of 1e-9 stays near chance and is stopped."""
     space = tune.check_space(tune.read_space(space_file(str(tmp_path))), "space.json", "logistic")
-    study = tune.open_study(f"sqlite:///{tmp_path}/study.db")
+    study = study_storage.opened(f"sqlite:///{tmp_path}/study.db")
     distribution = optuna.distributions.FloatDistribution(1e-9, 1e-2, log=True)
     for _ in range(2):
         study.add_trial(optuna.trial.create_trial(
@@ -126,7 +127,7 @@ def test_a_killed_study_continues_with_its_finished_trial_kept(drawings, tmp_pat
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
         try:
-            study = optuna.load_study(study_name=tune.STUDY_NAME, storage=storage_url)
+            study = optuna.load_study(study_name=study_storage.STUDY_NAME, storage=storage_url)
         except Exception:  # the study is not created yet
             continue
         if "COMPLETE" in states(study):
@@ -137,7 +138,7 @@ def test_a_killed_study_continues_with_its_finished_trial_kept(drawings, tmp_pat
     assert kept, "the first trial did not finish before the deadline"
     first = kept[0]
 
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)  # the killed trial is failed before the last of three starts
+    monkeypatch.setattr(study_storage, "GRACE_SECONDS", 1)  # the killed trial is failed before the last of three starts
     study = tune.main(flags)
     trials = study.get_trials()
     assert trials[first.number].state.name == "COMPLETE" and trials[first.number].value == first.value
@@ -153,8 +154,8 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_tri
     assert exit_code(tune.main, tune_flags(drawings, str(tmp_path), save_to, trials=1, epochs=3)) == 0
     with warnings.catch_warnings():  # Optuna may say that ask() does not beat: that is the point here
         warnings.simplefilter("ignore", UserWarning)
-        orphan = tune.open_study(f"sqlite:///{save_to}/study.db").ask()  # created, never beating: a dead process
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)  # stale once its heartbeat is two seconds old (SQLite's clock
+        orphan = study_storage.opened(f"sqlite:///{save_to}/study.db").ask()  # created, never beating: a dead process
+    monkeypatch.setattr(study_storage, "GRACE_SECONDS", 1)  # stale once its heartbeat is two seconds old (SQLite's clock
     # counts whole seconds), before the third of the three trials that follow starts
     study = tune.main(tune_flags(drawings, str(tmp_path), save_to, trials=4, epochs=3))
     assert states(study)[orphan.number] == "FAIL"
@@ -168,7 +169,7 @@ def test_two_processes_on_one_storage_make_one_study_of_distinct_trials(drawings
     processes = [start_tune(tune_flags(drawings, str(tmp_path), folder, trials=4) + ["--storage", url])
                  for folder in folders]
     assert [process.wait(timeout=600) for process in processes] == [0, 0]
-    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=url)
+    study = optuna.load_study(study_name=study_storage.STUDY_NAME, storage=url)
     numbers = [trial.number for trial in study.get_trials() if trial.state.name in ("COMPLETE", "PRUNED")]
     assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
     written = [name for folder in folders for name in os.listdir(folder) if name.startswith("trial_")]
@@ -183,7 +184,7 @@ def test_a_bug_in_a_trial_ends_the_study_with_its_traceback_and_is_not_tried_aga
     save_to = str(tmp_path / "tune")
     with pytest.raises(ZeroDivisionError, match="a bug in the training code"):
         tune.main(tune_flags(drawings, str(tmp_path), save_to, trials=3))
-    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{save_to}/study.db")
+    study = optuna.load_study(study_name=study_storage.STUDY_NAME, storage=f"sqlite:///{save_to}/study.db")
     assert states(study) == ["FAIL"]  # neither retried nor followed by another trial
 
 
@@ -194,9 +195,9 @@ def test_a_bug_in_a_trial_ends_the_study_with_its_traceback_and_is_not_tried_aga
 ])
 def test_only_storage_failures_that_a_retry_can_mend_are_tried_again(tmp_path, monkeypatch, url, words, retries):
     pauses = []
-    monkeypatch.setattr(tune.time, "sleep", pauses.append)
+    monkeypatch.setattr(study_storage.time, "sleep", pauses.append)
     with pytest.raises(tune.UserError, match=words):
-        tune.open_study(url.format(tmp=tmp_path))
+        study_storage.opened(url.format(tmp=tmp_path))
     assert len(pauses) == retries
 
 
@@ -205,9 +206,9 @@ def test_a_bug_while_opening_the_study_is_not_tried_again(tmp_path, monkeypatch)
         raise KeyError("a bug")
 
     monkeypatch.setattr(tune.optuna.storages, "RDBStorage", broken_storage)
-    monkeypatch.setattr(tune.time, "sleep", lambda seconds: pytest.fail("retried a bug"))
+    monkeypatch.setattr(study_storage.time, "sleep", lambda seconds: pytest.fail("retried a bug"))
     with pytest.raises(KeyError):
-        tune.open_study(f"sqlite:///{tmp_path}/study.db")
+        study_storage.opened(f"sqlite:///{tmp_path}/study.db")
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -332,7 +333,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(drawin
     save_to = str(tmp_path / "tune")
     flags = tune_flags(drawings, str(tmp_path), save_to, trials=1) + ["--storage", url]
     monkeypatch.delenv("TUNE_NOT_SET", raising=False)
-    monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)  # the server's retries
+    monkeypatch.setattr(study_storage.time, "sleep", lambda seconds: None)  # the server's retries
     code, out, err = run_cli(tune.main, flags, capsys)
     assert code == 2 and err.count("\n") == 1 and words in err, err
     monkeypatch.setattr(verbose, "ON", True)
@@ -388,6 +389,6 @@ def test_the_storage_url_can_come_from_an_environment_variable_and_a_new_passwor
         flags = tune_flags(drawings, str(tmp_path), save_to, trials=trials, epochs=1)
         code, out, err = run_cli(tune.main, flags + ["--storage", "env:TUNE_STORAGE"], capsys)
         assert code == 0 and shows_no_secret(out + err), err
-    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=database + "x")
+    study = optuna.load_study(study_name=study_storage.STUDY_NAME, storage=database + "x")
     assert states(study) == ["COMPLETE", "COMPLETE"]
     assert json.load(open(os.path.join(save_to, tune.MARKER)))["storage"] == database + "***"

@@ -19,6 +19,7 @@ psycopg = pytest.importorskip("psycopg", reason="a postgresql:// study needs psy
 
 import tune  # noqa: E402
 from conftest import write_npy  # noqa: E402
+from support import study_storage  # noqa: E402
 from test_tune import ROOT, tune_flags  # noqa: E402
 
 from optuna.trial import TrialState  # noqa: E402
@@ -27,7 +28,8 @@ from optuna.trial import TrialState  # noqa: E402
 # make this test minutes long. GRACE stays several heartbeats long so that a live trial on a busy machine is not
 # taken for dead.
 HEARTBEAT, GRACE = 1, 5
-TUNE = f"import tune; tune.HEARTBEAT_SECONDS, tune.GRACE_SECONDS = {HEARTBEAT}, {GRACE}; tune.main()"
+TUNE = (f"from support import startup, study_storage; startup.setup(); "
+        f"study_storage.HEARTBEAT_SECONDS, study_storage.GRACE_SECONDS = {HEARTBEAT}, {GRACE}; import tune; tune.main()")
 # B leaves once the study holds B_TRIALS finished trials, so A, started again when its killed trial's heartbeat is
 # stale, still has trials to start: a process fails a dead trial only as it starts one of its own.
 TRIALS, B_TRIALS, EPOCHS = 5, 3, 3
@@ -141,7 +143,7 @@ def test_a_process_killed_mid_trial_on_postgresql_has_its_trial_failed_and_run_a
     while not all(os.path.isfile(os.path.join(save_to, tune.MARKER)) for save_to in (machine_a, machine_b)):
         assert time.time() < deadline and a.poll() is None, log_tail(tmp_path, "a")
         time.sleep(0.2)
-    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=postgres_url)
+    study = optuna.load_study(study_name=study_storage.STUDY_NAME, storage=postgres_url)
     while True:  # kill A once a trial has finished and one of A's is running
         assert time.time() < deadline and a.poll() is None, log_tail(tmp_path, "a")
         trials = study.get_trials()
