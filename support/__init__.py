@@ -4,6 +4,7 @@ allocator           asks TensorFlow for its BFC allocator on the CPU (startup.se
 class_match         matches a data set's class names to a run's (case, plurals, --class_map)
 class_weight        --class_weight: each class's weight in the loss, balanced or by name
 console             a quiet console: TensorFlow imported without its start-up chatter, harmless messages dropped
+deploy_report       deploy_report.json as dataclasses, read and written, and the summary deploy.py prints of it
 distribute          data-parallel training over devices and processes (JAX backend)
 doodles             the synthetic doodle sample train.py writes when no --data is given
 edgetpu             the Edge TPU op table, the check of an int8 model, and edgetpu_compiler's run
