@@ -13,6 +13,9 @@ class names), which MediaPipe Tasks and the TFLite Task Library read.
 
 adds version 2 of the SavedModel to an existing deploy folder, beside version 1, which is how TensorFlow Serving
 rolls out a new model: it serves the highest version it finds.
+
+Each artifact is one writer in ARTIFACTS, run in its order for the chosen --formats, which writes its files into the
+working folder and adds its part to the report (support/deploy_report.py's Report); the report is written last.
 """
 from support import startup
 

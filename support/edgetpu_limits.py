@@ -130,7 +130,7 @@ def parameter_memory(model):
 
 
 def check(model):
-    """What inspect_tflite adds to its report: min_runtime_version, op_versions, version_problems and
+    """What inspect_tflite adds to its TfliteCheck: min_runtime_version, op_versions, version_problems and
     parameter_memory."""
     versions, runtime = op_versions(model), min_runtime_version(model)
     return {"min_runtime_version": runtime, "op_versions": versions,
