@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import functools
 import os
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -173,7 +172,7 @@ def measure(path, val_batches, image):
                     latency_ms=round(latency_ms(classifier, image), 4), kind=classifier.kind), probabilities
 
 
-@dataclass
+@dataclasses.dataclass
 class Job:
     """What the artifact writers work from: the run, the float32 model, the images, and the local working folder
     they write into (renamed to, or uploaded as, --save_to once whole); and the report they each add to."""
