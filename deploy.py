@@ -13,6 +13,9 @@ class names), which MediaPipe Tasks and the TFLite Task Library read.
 
 adds version 2 of the SavedModel to an existing deploy folder, beside version 1, which is how TensorFlow Serving
 rolls out a new model: it serves the highest version it finds.
+
+Each artifact is one writer in ARTIFACTS, run in its order for the chosen --formats, which writes its files into the
+working folder and adds its part to the report (support/deploy_report.py's Report); the report is written last.
 """
 from support import startup
 
@@ -21,21 +24,22 @@ if __name__ == "__main__":
 
 # The imports below load TensorFlow (through Keras), so they come after the start-up call.
 import argparse
-import json
+import dataclasses
+import functools
 import os
 
 import keras
 import numpy as np
 
 import config
-from datagen import ImageGenerator, open_run_data, run_batches
-from support import console, edgetpu, edgetpu_limits, folders, saved_model_export, storage, tflite_metadata
+from datagen import BatchGenerator, ImageGenerator, open_run_data, run_batches
+from support import console, edgetpu, folders, saved_model_export, storage, tflite_metadata
+from support.deploy_report import (CompileSkipped, EdgeTpuModel, Measured, Metadata, Report, SavedModelVersion,
+                                   Validation)
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
 from support.folders import INT8_MODEL, KERAS_H5, REPORT, SAVED_MODEL
 from support.inference import latency_ms, load_classifier, model_in, predict_batches
 from support.labels import LABELS, labels_from_text
-
-ARTIFACTS = ("h5", "tflite", "edgetpu", "saved_model")
 
 
 def formats(text):
@@ -113,11 +117,11 @@ def check_new_version(args, class_names):
         existing = storage.listdir(os.path.join(folder, SAVED_MODEL))
         raise UserError(f"{target} already exists (versions there: {', '.join(sorted(existing, key=str))}); choose "
                         f"another --saved_model_version or pass --overwrite to replace version {version}")
-    report_path = os.path.join(folder, REPORT)
     try:
-        return json.loads(storage.read_text(report_path))
+        return Report.read(folder)
     except ValueError as error:
-        raise UserError(f"cannot read {report_path} to record version {version} in: {error}") from error
+        raise UserError(f"cannot read {os.path.join(folder, REPORT)} to record version {version} in: {error}") \
+            from error
 
 
 def float32_copy(model, settings):
@@ -159,207 +163,137 @@ def described(model_bytes, settings, run_dir):
                     f"template; run {storage.absolute(run_dir)}", class_names=names)
 
 
-def metadata_report(path):
-    """What deploy_report.json says of a model's metadata, and whether MediaPipe's ImageClassifier can use it."""
-    metadata = tflite_metadata.read(storage.read_bytes(path))
-    colour = metadata["input"]["color_space"]
-    mediapipe = ("names its classes (category_name, from the packed labels.txt)" if colour == "RGB" else
-                 "refuses it (it takes only 3- or 4-channel input): run this 1-channel model with LiteRT "
-                 "(predict.py, serve.py), or train with --channels 3 for MediaPipe")
-    return {**{key: metadata[key] for key in ("name", "version", "description", "min_parser_version")},
-            "input": metadata["input"], "output": metadata["output"], "classes": len(metadata["class_names"]),
-            "mediapipe_image_classifier": mediapipe}
-
-
 def measure(path, val_batches, image):
     """Size, top-1 accuracy on the validation images, and median CPU latency of one saved artifact; and its
     probabilities for those images."""
     classifier = load_classifier(path)
     probabilities, labels = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(path)}")
-    return {"bytes": storage.size(path), "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
-            "latency_ms": round(latency_ms(classifier, image), 4), "kind": classifier.kind}, probabilities
+    return Measured(bytes=storage.size(path), accuracy=float(np.mean(probabilities.argmax(1) == labels)),
+                    latency_ms=round(latency_ms(classifier, image), 4), kind=classifier.kind), probabilities
 
 
-def write_saved_model(args, settings, path, model, val_batches, expected):
-    """The SavedModel in `path`, a local working folder for saved_model/<version>/, and what the report says of it:
-    its size, and how its serving_default, given the validation images' files, agrees with `expected`, predict.py's
-    answers for them."""
-    saved_model_export.export(model, settings.class_names, path)
-    files = [val_batches.reader.encoded(i) for i in val_batches.indices]
-    return {"path": saved_model_export.version_folder(args.save_to, args.saved_model_version),
-            "run": storage.absolute(args.read_from), "bytes": saved_model_export.folder_bytes(path),
-            "agreement": {**saved_model_export.agreement(saved_model_export.served(path, files), expected),
-                          "with": "the Keras model on support.images.prepare's pixels of the same files, as predict.py"},
-            "differences": list(saved_model_export.TENSORFLOW_DIFFERS)}
+@dataclasses.dataclass
+class Job:
+    """What the artifact writers work from: the run, the float32 model, the images, and the local working folder
+    they write into (renamed to, or uploaded as, --save_to once whole); and the report they each add to."""
+
+    args: argparse.Namespace
+    settings: config.RunConfig
+    folder: str
+    model: keras.Model
+    model_path: str  # the run's own model file
+    val_batches: BatchGenerator
+    calibration: ImageGenerator
+    compiler: str | None
+    report: Report
+    expected: np.ndarray | None = None  # the float model's probabilities, which the SavedModel's are compared with
+
+    @functools.cached_property
+    def image(self):
+        """The image each artifact's latency is measured on."""
+        return next(iter(self.calibration))[0]
+
+    def final(self, path):
+        """Where a file of the working folder ends up: the report names that."""
+        return path and os.path.join(self.args.save_to, os.path.basename(path))
 
 
-def compile_edgetpu(compiler, tflite_path, folder, save_to, min_runtime_version):
-    """Compile in the local working folder; the report names the files where they end up, in save_to."""
-    if compiler is None:
-        return {"ok": None, "skipped": f"edgetpu_compiler not found; {edgetpu.INSTALL_HINT}"}
-    result = edgetpu.compile_for_edgetpu(tflite_path, folder, compiler, min_runtime_version)
-    result["version"] = result["version"] or edgetpu.compiler_version(compiler)
-    for key in ("output_path", "log_path"):
-        if result[key]:
-            result[key] = os.path.join(save_to, os.path.basename(result[key]))
-    return result
+def measure_float(job, path):
+    """The report's first row: the float model every other artifact is compared with."""
+    job.report.artifacts[os.path.basename(path)], job.expected = measure(path, job.val_batches, job.image)
 
 
-def edgetpu_verdict(report):
-    """Whether the Edge TPU runs the whole int8 model: an op version its toolchain cannot parse fails the whole
-    compile; else the op table's answer; then the compiler's if it ran."""
-    check = report["tflite_check"]
-    first = check["first_unsupported"]
-    if check["version_problems"]:
-        verdict = f"fails: {check['version_problems'][0]}"
-    elif first:
-        verdict = (f"not all ops mapped: op #{first['index']} {first['op']} is the first the Edge TPU cannot run "
-                   f"({first['why']}); it and all after it run on the CPU")
-    elif check["problems"]:
-        verdict = f"not ready: {check['problems'][0]}"
-    else:
-        verdict = f"all {len(check['ops'])} ops mapped"
-    compiled = report.get("edgetpu_compiler")
-    if not compiled:
-        return verdict
-    if compiled.get("skipped"):
-        return f"{verdict}; edgetpu_compiler not found, so not compiled ({REPORT} says how to install it)"
-    if not compiled["ok"]:
-        return f"{verdict}; the compile failed"
-    if compiled["ops_on_cpu"] is None:
-        return f"{verdict}; compiled"
-    return f"{verdict}; compiled: {compiled['ops_on_edgetpu']} ops on the Edge TPU, {compiled['ops_on_cpu']} on the CPU"
+def write_h5(job):
+    """model.h5, the float Keras model: the float row of the report."""
+    path = os.path.join(job.folder, KERAS_H5)
+    storage.save_model(job.model, path)
+    measure_float(job, path)
 
 
-def summary_lines(report):
-    """What a person reads at a glance: the int8 model against the float one, the Edge TPU verdict, the SavedModel."""
-    artifacts = report["artifacts"]
-    float_name = next(iter(artifacts))
-    return ([f"summary, on {report['validation']['items']} validation images:"]
-            + artifact_lines(float_name, artifacts[float_name], artifacts.get("model.tflite"), report)
-            + [saved_model_line(version, entry, float_name, artifacts[float_name]["bytes"])
-               for version, entry in report.get("saved_model", {}).items()])
+def write_tflite(job):
+    """model.tflite, full int8 with metadata; the report gains its row, its metadata and its Edge TPU check, whose
+    problems are printed as warnings."""
+    path = os.path.join(job.folder, INT8_MODEL)
+    model_bytes = described(to_int8_tflite(job.model, job.calibration), job.settings, job.args.read_from)
+    storage.write(path, model_bytes)
+    job.report.metadata = Metadata.of(model_bytes)
+    job.report.tflite_check = edgetpu.inspect_tflite(path)
+    job.report.artifacts[INT8_MODEL] = measure(path, job.val_batches, job.image)[0]
+    for problem in job.report.tflite_check.problems:
+        print(f"warning: model.tflite: {problem}")
 
 
-def artifact_lines(float_name, float_row, int8_row, report):
-    if int8_row is None:
-        return [f"  {float_name}: {float_row['bytes']:,} bytes, accuracy {float_row['accuracy']:.1%}, "
-                f"{float_row['latency_ms']:.3f} ms per image; no int8 model (--formats)"]
-    speedup = float_row["latency_ms"] / int8_row["latency_ms"]
-    return [
-        f"  size      model.tflite is {int8_row['bytes'] / float_row['bytes']:.0%} of {float_name} "
-        f"({int8_row['bytes']:,} vs {float_row['bytes']:,} bytes)",
-        f"  accuracy  int8 {int8_row['accuracy']:.1%} vs float {float_row['accuracy']:.1%} "
-        f"({100 * (int8_row['accuracy'] - float_row['accuracy']):+.1f} points)",
-        f"  speed     int8 {int8_row['latency_ms']:.3f} ms vs float {float_row['latency_ms']:.3f} ms per image: "
-        + (f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"),
-        f"  Edge TPU  {edgetpu_verdict(report)}",
-        f"  ops       {ops_line(report['tflite_check'])}",
-        f"  on-chip   {on_chip_line(report['tflite_check']['parameter_memory'])}",
-        f"  metadata  {metadata_line(report['metadata'])}",
-    ]
+def write_edgetpu(job):
+    """model_edgetpu.tflite and its log from edgetpu_compiler, when it is installed, with the metadata written again
+    (the compiler drops it: README, "Deploying"); the report gains the compiler's result."""
+    if job.compiler is None:
+        job.report.edgetpu_compiler = CompileSkipped(f"edgetpu_compiler not found; {edgetpu.INSTALL_HINT}")
+        return
+    compiled = edgetpu.compile_for_edgetpu(os.path.join(job.folder, INT8_MODEL), job.folder, job.compiler,
+                                           job.args.min_runtime_version)
+    job.report.edgetpu_compiler = dataclasses.replace(
+        compiled, version=compiled.version or edgetpu.compiler_version(job.compiler),
+        output_path=job.final(compiled.output_path), log_path=job.final(compiled.log_path))
+    if compiled.ok:
+        output = compiled.output_path
+        storage.write(output, described(storage.read_bytes(output), job.settings, job.args.read_from))
+        job.report.artifacts[os.path.basename(output)] = EdgeTpuModel(bytes=os.path.getsize(output))
 
 
-def ops_line(check):
-    """The model's min_runtime_version and each op's version, marking those the Edge TPU toolchain cannot parse."""
-    versions = ", ".join(f"{row['op']} v{row['version']}" + (
-        f" (TensorFlow 2.5: up to v{row['tf25_max']})" if row["tf25_max"] and row["version"] > row["tf25_max"] else "")
-        for row in check["op_versions"])
-    within = "newer than" if check["version_problems"] else "all within"
-    return (f"min_runtime_version {check['min_runtime_version'] or 'not written'}; {versions}: {within} TensorFlow "
-            f"2.5's registry (what {edgetpu_limits.TOOLCHAIN} parse)")
+def write_saved_model(job, path=None):
+    """saved_model/<version>/ in the working folder, or at `path` (where a version added to an existing deploy folder
+    is staged); the report gains its size and how its serving_default, given the validation images' files, agrees
+    with job.expected, predict.py's answers for them."""
+    version = job.args.saved_model_version
+    path = path or saved_model_export.version_folder(job.folder, version)
+    saved_model_export.export(job.model, job.settings.class_names, path)
+    files = [job.val_batches.reader.encoded(i) for i in job.val_batches.indices]
+    entry = SavedModelVersion(
+        path=saved_model_export.version_folder(job.args.save_to, version), run=storage.absolute(job.args.read_from),
+        bytes=saved_model_export.folder_bytes(path),
+        agreement={**saved_model_export.agreement(saved_model_export.served(path, files), job.expected),
+                   "with": "the Keras model on support.images.prepare's pixels of the same files, as predict.py"},
+        differences=list(saved_model_export.TENSORFLOW_DIFFERS))
+    job.report.saved_model = {**(job.report.saved_model or {}), str(version): entry}
 
 
-def on_chip_line(memory):
-    """The int8 model's parameters against the Edge TPU's on-chip cache, and what streams when they exceed it."""
-    line = (f"parameters {memory['bytes'] / 2 ** 20:.2f} MiB ({memory['bytes']:,} bytes of constant buffers), "
-            f"{memory['share']:.0%} of the Edge TPU's {memory['cache_bytes'] // 2 ** 20} MiB on-chip cache")
-    if not memory["streamed_bytes"]:
-        return line
-    return (f"{line}: about {memory['streamed_bytes'] / 2 ** 20:.2f} MiB would stream from the host every "
-            f"inference, which slows inference")
+# Each --formats choice and the function that writes it, in the order they run.
+ARTIFACTS = {"h5": write_h5, "tflite": write_tflite, "edgetpu": write_edgetpu, "saved_model": write_saved_model}
 
 
-def saved_model_line(version, entry, float_name, float_bytes):
-    agreement = entry["agreement"]
-    return (f"  SavedModel {SAVED_MODEL}/{version}: {entry['bytes']:,} bytes ({float_name} "
-            f"{float_bytes:,}); given the image files, top-1 as predict.py's on "
-            f"{agreement['top1_agreement']:.1%} of {agreement['images']}, probabilities at most "
-            f"{agreement['max_probability_gap']:.4f} apart")
+def to_write(formats):
+    """The chosen artifacts in ARTIFACTS' order, and model.tflite for an Edge TPU compile, which compiles it."""
+    return [name for name in ARTIFACTS if name in formats or (name == "tflite" and "edgetpu" in formats)]
 
 
-def metadata_line(metadata):
-    image = metadata["input"]
-    return (f"name, input ({image['width']}x{image['height']} {image['color_space']}, 0-255) and "
-            f"{metadata['classes']} class names inside model.tflite; MediaPipe's ImageClassifier "
-            f"{metadata['mediapipe_image_classifier']}")
+def write_artifacts(job):
+    """Fill the working folder: labels.txt, then each chosen artifact; the report last. Without model.h5, the run's
+    own model file is the float row."""
+    storage.write(os.path.join(job.folder, LABELS), "".join(f"{name}\n" for name in job.settings.class_names))
+    if "h5" not in job.args.formats:
+        measure_float(job, job.model_path)
+    for name in to_write(job.args.formats):
+        ARTIFACTS[name](job)
+    job.report.write(job.folder)
 
 
-def write_report(folder, report):
-    storage.write(os.path.join(folder, REPORT), json.dumps(report, indent=2, default=str))
-
-
-def write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler):
-    """Fill the local working folder; returns the report, which is written after every artifact."""
-    storage.write(os.path.join(folder, LABELS), "".join(f"{name}\n" for name in settings.class_names))
-    image = next(iter(calibration))[0]
-    report = {"run": storage.absolute(args.read_from), "model": settings.model,
-              "validation": {"items": len(val_batches.indices),
-                             "source": "val_data" if settings.val_data else "split",
-                             "eval_samples": args.eval_samples, "seed": settings.seed},
-              "calibration_samples": len(calibration), "artifacts": {}}
-
-    if "h5" in args.formats:
-        keras_path = os.path.join(folder, KERAS_H5)
-        storage.save_model(model, keras_path)
-    else:
-        keras_path = model_path
-    report["artifacts"][os.path.basename(keras_path)], expected = measure(keras_path, val_batches, image)
-    write_report(folder, report)
-
-    if "saved_model" in args.formats:
-        path = saved_model_export.version_folder(folder, args.saved_model_version)
-        report["saved_model"] = {str(args.saved_model_version): write_saved_model(args, settings, path, model,
-                                                                                  val_batches, expected)}
-        write_report(folder, report)
-
-    if "tflite" in args.formats or "edgetpu" in args.formats:
-        tflite_path = os.path.join(folder, INT8_MODEL)
-        storage.write(tflite_path, described(to_int8_tflite(model, calibration), settings, args.read_from))
-        report["metadata"] = metadata_report(tflite_path)
-        report["tflite_check"] = edgetpu.inspect_tflite(tflite_path)
-        report["artifacts"][INT8_MODEL] = measure(tflite_path, val_batches, image)[0]
-        write_report(folder, report)
-        for problem in report["tflite_check"]["problems"]:
-            print(f"warning: model.tflite: {problem}")
-        if "edgetpu" in args.formats:
-            report["edgetpu_compiler"] = compile_edgetpu(compiler, tflite_path, folder, args.save_to,
-                                                         args.min_runtime_version)
-            if report["edgetpu_compiler"].get("ok"):
-                output = os.path.join(folder, os.path.basename(report["edgetpu_compiler"]["output_path"]))
-                # the compiler drops the metadata (README: "Deploying"): again
-                storage.write(output, described(storage.read_bytes(output), settings, args.read_from))
-                report["artifacts"][os.path.basename(output)] = {"bytes": os.path.getsize(output), "metadata": True}
-            write_report(folder, report)
-    return report
-
-
-def add_version(args, settings, report, classifier, model, val_batches):
+def add_version(job, classifier):
     """Write saved_model/<version>/ into an existing deploy folder and record it in the folder's report."""
-    expected, _ = predict_batches(classifier, val_batches, desc=f"evaluating {os.path.basename(classifier.path)}")
-    version = saved_model_export.version_folder(args.save_to, args.saved_model_version)
-    with folders.building(version) as path:  # replaces the version (--overwrite) only once the new one is whole
-        entry = write_saved_model(args, settings, path, model, val_batches, expected)
-    report.setdefault("saved_model", {})[str(args.saved_model_version)] = entry
-    write_report(args.save_to, report)
-    print(f"summary, on {len(val_batches.indices)} validation images:\n"
-          + saved_model_line(args.saved_model_version, entry, os.path.basename(classifier.path),
-                             storage.size(classifier.path)))
+    job.expected, _ = predict_batches(classifier, job.val_batches,
+                                      desc=f"evaluating {os.path.basename(classifier.path)}")
+    version = job.args.saved_model_version
+    target = saved_model_export.version_folder(job.args.save_to, version)
+    with folders.building(target) as path:  # replaces the version (--overwrite) only once the new one is whole
+        write_saved_model(job, path)
+    job.report.write(job.args.save_to)
+    print(f"summary, on {len(job.val_batches.indices)} validation images:\n"
+          + job.report.saved_model[str(version)].line(version, os.path.basename(classifier.path),
+                                                      storage.size(classifier.path)))
 
 
 def run(args):
-    """Deploy as the options of parse_args say, and return the deploy folder's report (what deploy_report.json
-    holds): the command's path, and the Python API's (README: "From Python")."""
+    """Deploy as the options of parse_args say, and return the deploy folder's report, a deploy_report.Report
+    (deploy_report.json holds its record()): the command's path, and the Python API's (README: "From Python")."""
     settings = config.read(args.read_from)
     model_path = model_in(args.read_from)
     adding = adds_version(args)
@@ -380,20 +314,26 @@ def run(args):
     if settings.dtype_policy != "float32":
         model = float32_copy(model, settings)
     if adding:
-        add_version(args, settings, report, classifier, model, val_batches)
+        add_version(Job(args, settings, args.save_to, model, model_path, val_batches, calibration, compiler, report),
+                    classifier)
         print(f"deploy folder: {args.save_to}")
         return report
 
+    report = Report(run=storage.absolute(args.read_from), model=settings.model,
+                    validation=Validation(items=len(val_batches.indices),
+                                          source="val_data" if settings.val_data else "split",
+                                          eval_samples=args.eval_samples, seed=settings.seed),
+                    calibration_samples=len(calibration), artifacts={})
     # Written beside its place, and put there (replacing a deploy folder the user asked to overwrite) when whole.
     with folders.building(args.save_to, last=REPORT) as folder:
-        report = write_artifacts(args, settings, folder, model, model_path, val_batches, calibration, compiler)
+        write_artifacts(Job(args, settings, folder, model, model_path, val_batches, calibration, compiler, report))
 
-    print("\n".join(summary_lines(report)))
-    compiled = report.get("edgetpu_compiler", {})
-    if compiled.get("ok") is False:
-        raise UserError(f"Edge TPU compile failed: {compiled['reason']} (log: {compiled['log_path']})")
-    if args.strict and report.get("tflite_check", {}).get("problems"):
-        raise UserError(f"model.tflite would not run fully on the Edge TPU: {report['tflite_check']['problems'][0]}")
+    print("\n".join(report.summary_lines()))
+    compiled = report.edgetpu_compiler
+    if compiled is not None and compiled.ok is False:
+        raise UserError(f"Edge TPU compile failed: {compiled.reason} (log: {compiled.log_path})")
+    if args.strict and report.tflite_check and report.tflite_check.problems:
+        raise UserError(f"model.tflite would not run fully on the Edge TPU: {report.tflite_check.problems[0]}")
     print(f"deploy folder: {args.save_to}")
     return report
 

@@ -6,6 +6,7 @@ class_weight        --class_weight: each class's weight in the loss, balanced or
 contact_sheet       pictures in a grid with captions, as PNG bytes (doctor.py's suspects)
 console             a quiet console: TensorFlow imported without its start-up chatter, harmless messages dropped
 curation            --exclude and --split_groups: the items a run leaves out, the copies it keeps on one side
+deploy_report       deploy_report.json as dataclasses, read and written, and the summary deploy.py prints of it
 distribute          data-parallel training over devices and processes (JAX backend)
 doodles             the synthetic doodle sample train.py writes when no --data is given
 duplicates          copies in a data set (same bytes, pixels, picture or shot), grouped (doctor.py)

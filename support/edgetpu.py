@@ -11,14 +11,15 @@ Two questions matter before a model goes to a Coral device, and this module answ
   optional), keeps its output, and counts a compile as good only when the exit code, the output file and the
   text all say so: the compiler's exit code is not documented.
 
-Everything returned is plain Python (str, int, float, bool, list, dict, None), so it can go into
-deploy_report.json as is.
+Both answer in frozen dataclasses of plain values (TfliteCheck, CompileResult), the one place their shape is written:
+deploy_report.json holds them as their fields, and support/deploy_report.py reads them back.
 """
 import os
 import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,38 @@ INSTALL_HINT = (
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checking a converted model
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One op of the model, in execution order: its version, whether the Edge TPU runs it, why not (None when it
+    does), and whether it touches float tensors (the ops of a float island)."""
+
+    index: int
+    op: str
+    version: int
+    edgetpu: bool
+    why: str | None
+    float: bool
+
+
+@dataclass(frozen=True)
+class TfliteCheck:
+    """What inspect_tflite finds in a converted model; `problems` is one line each (empty when the model should map
+    fully), and what a new check finds goes there too (README: "Make it your own")."""
+
+    path: str
+    input: dict | None  # name, shape, shape_signature, dtype, scale, zero_point
+    output: dict | None
+    ops: list[OpRow]
+    first_unsupported: OpRow | None  # the first op the Edge TPU cannot run: it and everything after run on the CPU
+    float_tensors: list[dict]  # index, name, dtype
+    min_runtime_version: str | None  # the rest from edgetpu_limits.check
+    op_versions: list[edgetpu_limits.OpVersion]
+    version_problems: list[str]
+    parameter_memory: edgetpu_limits.ParameterMemory
+    problems: list[str]
+    ok: bool
 
 
 def load_interpreter(path):
@@ -119,8 +152,7 @@ def _softmax_problem(op, tensors):
 
 
 def _op_row(op, tensors, version):
-    """One row of the op table: index, op name and version, whether the Edge TPU runs it, why not, and whether it
-    touches float tensors (the ops of a float island)."""
+    """One row of the op table (OpRow)."""
     name = op["op_name"]
     floats = sorted({_dtype_name(t) for t in list(op["operand_types"]) + list(op["result_types"])}
                     & set(FLOAT_DTYPES))
@@ -132,8 +164,7 @@ def _op_row(op, tensors, version):
         why = _softmax_problem(op, tensors)
     else:
         why = None
-    return {"index": int(op["index"]), "op": name, "version": version, "edgetpu": why is None, "why": why,
-            "float": bool(floats)}
+    return OpRow(int(op["index"]), name, version, why is None, why, bool(floats))
 
 
 def _io_problems(kind, io):
@@ -150,13 +181,8 @@ def _io_problems(kind, io):
 
 
 def inspect_tflite(path):
-    """Check a converted .tflite against what the Edge TPU compiler needs, without the compiler.
-
-    Returns a dict: path; input and output (shape, shape_signature, dtype, scale, zero_point); ops (execution
-    order: index, op, version, edgetpu, why, float); first_unsupported (the first op the Edge TPU cannot run, or
-    None); float_tensors; min_runtime_version, op_versions, version_problems and parameter_memory (edgetpu_limits);
-    problems (one line each, version problems included; empty when the model should map fully); ok (no problems).
-    """
+    """Check a converted .tflite against what the Edge TPU compiler needs, without the compiler: a TfliteCheck, whose
+    problems include edgetpu_limits' version problems."""
     interpreter = load_interpreter(path)
     model = edgetpu_limits.read_model(path)
     versions = edgetpu_limits.versions_of_ops(model)
@@ -165,7 +191,7 @@ def inspect_tflite(path):
     outputs = [_io_details(d) for d in interpreter.get_output_details()]
     ops = [_op_row(op, tensors, versions[int(op["index"])]) for op in interpreter._get_ops_details()]
     limits = edgetpu_limits.check(model)
-    first = next((op for op in ops if not op["edgetpu"]), None)
+    first = next((op for op in ops if not op.edgetpu), None)
     float_tensors = [
         {"index": i, "name": t["name"], "dtype": _dtype_name(t["dtype"])}
         for i, t in sorted(tensors.items()) if _dtype_name(t["dtype"]) in FLOAT_DTYPES
@@ -177,9 +203,9 @@ def inspect_tflite(path):
     for kind, ios in (("input", inputs), ("output", outputs)):
         for io in ios:
             problems.extend(_io_problems(kind, io))
-    dequantize = [op["index"] for op in ops if op["op"] == "DEQUANTIZE"]
+    dequantize = [op.index for op in ops if op.op == "DEQUANTIZE"]
     if dequantize:
-        island = ", ".join(f"{op['op']} #{op['index']}" for op in ops if op["float"])
+        island = ", ".join(f"{op.op} #{op.index}" for op in ops if op.float)
         problems.append(f"DEQUANTIZE at op #{', #'.join(map(str, dequantize))}: part of the graph runs in float "
                         f"(float island: {island})")
     if float_tensors:
@@ -187,21 +213,13 @@ def inspect_tflite(path):
         problems.append(f"{len(float_tensors)} {'/'.join(dtypes)} tensor(s), e.g. {float_tensors[0]['name']!r}: "
                         f"the model is not fully integer")
     if first is not None:
-        problems.append(f"first op the Edge TPU cannot run: {first['op']} (op #{first['index']}); it and "
-                        f"everything after it would run on the CPU ({first['why']})")
+        problems.append(f"first op the Edge TPU cannot run: {first.op} (op #{first.index}); it and "
+                        f"everything after it would run on the CPU ({first.why})")
     problems.extend(limits["version_problems"])
 
-    return {
-        "path": str(path),
-        "input": inputs[0] if inputs else None,
-        "output": outputs[0] if outputs else None,
-        "ops": ops,
-        "first_unsupported": first,
-        "float_tensors": float_tensors,
-        **limits,
-        "problems": problems,
-        "ok": not problems,
-    }
+    return TfliteCheck(path=str(path), input=inputs[0] if inputs else None, output=outputs[0] if outputs else None,
+                       ops=ops, first_unsupported=first, float_tensors=float_tensors, **limits, problems=problems,
+                       ok=not problems)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -317,14 +335,29 @@ def _keep_output(log_path, command, returncode, stdout, stderr):
         log.write(section)
 
 
+@dataclass(frozen=True)
+class CompileResult:
+    """What edgetpu_compiler made of a model: ok, or the reason why not in one line; its output file (only when ok)
+    and its log (kept for diagnosis), and the op counts and table it printed."""
+
+    ok: bool
+    reason: str | None
+    returncode: int | None = None
+    version: str | None = None
+    output_path: str | None = None
+    log_path: str | None = None
+    ops_on_edgetpu: int | None = None
+    ops_on_cpu: int | None = None
+    operations: list[dict] = field(default_factory=list)  # the compiler's table: op, count, status
+    seconds: float | None = None
+
+
 def compile_for_edgetpu(tflite_path, out_dir, compiler, min_runtime_version=None, timeout_s=180):
-    """Run edgetpu_compiler on a .tflite and say whether it really worked.
+    """Run edgetpu_compiler on a .tflite and say whether it really worked: a CompileResult.
 
     Writes <stem>_edgetpu.tflite and <stem>_edgetpu.log into out_dir (old ones of those two names are removed
     first, so a stale file never passes for a new result). Good only if the exit code is 0, the output file
-    exists and the output has no "Invalid model". Returns a dict: ok, reason (one line, None when ok),
-    returncode, version, output_path, log_path, ops_on_edgetpu, ops_on_cpu, operations (the compiler's table),
-    seconds.
+    exists and the output has no "Invalid model".
     """
     tflite_path, out_dir = Path(tflite_path), Path(out_dir)
     if not tflite_path.is_file():
@@ -340,21 +373,17 @@ def compile_for_edgetpu(tflite_path, out_dir, compiler, min_runtime_version=None
         command += ["--min_runtime_version", str(min_runtime_version)]
     command.append(str(tflite_path))
 
-    result = {"ok": False, "reason": None, "returncode": None, "version": None, "output_path": None,
-              "log_path": None, "ops_on_edgetpu": None, "ops_on_cpu": None, "operations": [],
-              "seconds": None}
+    timed_out = False
     started = time.monotonic()
     try:
         run = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         returncode, stdout, stderr = run.returncode, run.stdout, run.stderr
     except subprocess.TimeoutExpired as expired:
-        returncode = None
+        returncode, timed_out = None, True
         stdout = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else expired.stdout
         stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
-        result["reason"] = f"edgetpu_compiler did not finish within {timeout_s} s"
     except OSError as error:
-        result["reason"] = f"could not run edgetpu_compiler {compiler}: {error}"
-        return result
+        return CompileResult(ok=False, reason=f"could not run edgetpu_compiler {compiler}: {error}")
     seconds = time.monotonic() - started
 
     text = (stdout or "") + "\n" + (stderr or "")
@@ -362,16 +391,16 @@ def compile_for_edgetpu(tflite_path, out_dir, compiler, min_runtime_version=None
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
     on_tpu, on_cpu, operations = parse_compiler_output(text, log_text)
     invalid = _first_line_with(text, "Invalid model")
-    result.update(returncode=returncode, version=_parse_version(text), log_path=str(log_path),
-                  ops_on_edgetpu=on_tpu, ops_on_cpu=on_cpu, operations=operations, seconds=round(seconds, 3))
-
-    if result["reason"] is None:
-        if returncode != 0:
-            result["reason"] = f"edgetpu_compiler exited with code {returncode}: {_last_line(text) or 'no output'}"
-        elif invalid:
-            result["reason"] = f"edgetpu_compiler rejected the model: {invalid}"
-        elif not output_path.is_file():
-            result["reason"] = f"edgetpu_compiler exited 0 but wrote no {output_path.name} in {out_dir}"
-    if result["reason"] is None:
-        result.update(ok=True, output_path=str(output_path))
-    return result
+    if timed_out:
+        reason = f"edgetpu_compiler did not finish within {timeout_s} s"
+    elif returncode != 0:
+        reason = f"edgetpu_compiler exited with code {returncode}: {_last_line(text) or 'no output'}"
+    elif invalid:
+        reason = f"edgetpu_compiler rejected the model: {invalid}"
+    elif not output_path.is_file():
+        reason = f"edgetpu_compiler exited 0 but wrote no {output_path.name} in {out_dir}"
+    else:
+        reason = None
+    return CompileResult(ok=reason is None, reason=reason, returncode=returncode, version=_parse_version(text),
+                         output_path=str(output_path) if reason is None else None, log_path=str(log_path),
+                         ops_on_edgetpu=on_tpu, ops_on_cpu=on_cpu, operations=operations, seconds=round(seconds, 3))

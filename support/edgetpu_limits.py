@@ -11,8 +11,10 @@
   the host for every inference, which slows each one. The estimate here is the bytes of the int8 model's constant
   buffers (weights, biases); the compiler's log says what it really cached (users report about 7 MiB usable).
 
-Everything returned is plain Python, ready for deploy_report.json.
+What it returns is frozen dataclasses of plain values: deploy_report.json holds them as their fields.
 """
+from dataclasses import dataclass
+
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
@@ -39,6 +41,33 @@ MIN_RUNTIME_VERSION = b"min_runtime_version"
 OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
 
+@dataclass(frozen=True)
+class OpVersion:
+    """One op version a model uses, how many of its ops have it, and the highest TensorFlow 2.5 registers (None for an
+    op TF25_MAX_VERSIONS does not hold)."""
+
+    op: str
+    version: int
+    count: int
+    tf25_max: int | None
+
+    @property
+    def too_new(self):
+        """Whether the Edge TPU toolchain cannot parse this version."""
+        return self.tf25_max is not None and self.version > self.tf25_max
+
+
+@dataclass(frozen=True)
+class ParameterMemory:
+    """The int8 model's constant buffers against the Edge TPU's on-chip cache: their bytes, the cache's, the share of
+    it they take, and what would stream from the host every inference."""
+
+    bytes: int
+    cache_bytes: int
+    share: float
+    streamed_bytes: int
+
+
 def read_model(path):
     """The .tflite as flatbuffer objects (the caller has checked that it is one)."""
     with open(path, "rb") as f:
@@ -57,16 +86,13 @@ def versions_of_ops(model):
 
 
 def op_versions(model):
-    """[{op, version, count, tf25_max}]: each op version the model uses, in order of first use; tf25_max is None for
-    an op TF25_MAX_VERSIONS does not hold."""
-    rows = {}
+    """[OpVersion]: each op version the model uses, in order of first use."""
+    counts = {}
     codes = model.operatorCodes
     for op in model.subgraphs[0].operators:
-        name, version = op_name(codes[op.opcodeIndex]), int(codes[op.opcodeIndex].version)
-        row = rows.setdefault((name, version), {"op": name, "version": version, "count": 0,
-                                                "tf25_max": TF25_MAX_VERSIONS.get(name)})
-        row["count"] += 1
-    return list(rows.values())
+        key = (op_name(codes[op.opcodeIndex]), int(codes[op.opcodeIndex].version))
+        counts[key] = counts.get(key, 0) + 1
+    return [OpVersion(name, version, count, TF25_MAX_VERSIONS.get(name)) for (name, version), count in counts.items()]
 
 
 def min_runtime_version(model):
@@ -86,10 +112,10 @@ def newer(version, than):
 def version_problems(versions, runtime):
     """One line for each op version newer than TensorFlow 2.5's registry; else, when the model's min_runtime_version
     is newer than 2.5 (an op this table does not hold), one line that says so."""
-    problems = [f"{row['op']} version {row['version']} is newer than TensorFlow 2.5's (up to {row['tf25_max']}), "
+    problems = [f"{row.op} version {row.version} is newer than TensorFlow 2.5's (up to {row.tf25_max}), "
                 f"the registry {TOOLCHAIN} parse: the compile fails (\"Didn't find op for builtin opcode "
-                f"'{row['op']}' version '{row['version']}'\")"
-                for row in versions if row["tf25_max"] is not None and row["version"] > row["tf25_max"]]
+                f"'{row.op}' version '{row.version}'\")"
+                for row in versions if row.too_new]
     if not problems and runtime and newer(runtime, TOOLCHAIN_RUNTIME):
         problems.append(f"min_runtime_version {runtime} is newer than TensorFlow 2.5, whose registry {TOOLCHAIN} "
                         f"parse: an op version it needs is unknown to them")
@@ -97,16 +123,14 @@ def version_problems(versions, runtime):
 
 
 def parameter_memory(model):
-    """{bytes, cache_bytes, share, streamed_bytes}: the constant buffers of the model's tensors (each buffer once)
-    against the Edge TPU's on-chip cache, and what would stream from the host every inference."""
+    """The constant buffers of the model's tensors (each buffer once) against the Edge TPU's on-chip cache."""
     buffers = {tensor.buffer for graph in model.subgraphs for tensor in graph.tensors}
     size = sum(len(model.buffers[index].data) for index in buffers if model.buffers[index].data is not None)
-    return {"bytes": size, "cache_bytes": CACHE_BYTES, "share": round(size / CACHE_BYTES, 4),
-            "streamed_bytes": max(0, size - CACHE_BYTES)}
+    return ParameterMemory(size, CACHE_BYTES, round(size / CACHE_BYTES, 4), max(0, size - CACHE_BYTES))
 
 
 def check(model):
-    """What inspect_tflite adds to its report: min_runtime_version, op_versions, version_problems and
+    """What inspect_tflite adds to its TfliteCheck: min_runtime_version, op_versions, version_problems and
     parameter_memory."""
     versions, runtime = op_versions(model), min_runtime_version(model)
     return {"min_runtime_version": runtime, "op_versions": versions,

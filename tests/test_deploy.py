@@ -35,10 +35,10 @@ def test_every_registered_model_converts_to_a_full_int8_edgetpu_ready_model(name
     path = tmp_path / "model.tflite"
     path.write_bytes(deploy.to_int8_tflite(model, calibration))
     check = edgetpu.inspect_tflite(str(path))
-    assert check["problems"] == [], check["problems"]
-    assert check["input"]["shape"] == [1, *shape] and check["input"]["dtype"] == "uint8"
-    assert check["output"]["shape"] == [1, 4] and check["output"]["dtype"] == "uint8"
-    assert check["first_unsupported"] is None and not check["float_tensors"]
+    assert check.problems == [], check.problems
+    assert check.input["shape"] == [1, *shape] and check.input["dtype"] == "uint8"
+    assert check.output["shape"] == [1, 4] and check.output["dtype"] == "uint8"
+    assert check.first_unsupported is None and not check.float_tensors
 
 
 def test_deploy_writes_every_artifact_and_a_report_that_proves_them(run_dir, tmp_path, capsys):
@@ -188,55 +188,3 @@ def test_existing_save_to_needs_overwrite_and_must_be_a_deploy_folder(run_dir, t
     report = json.load(open(os.path.join(out, "deploy_report.json")))
     assert report["validation"]["items"] == 10 and list(report["artifacts"]) == ["model.h5"]
     assert np.isclose(report["artifacts"]["model.h5"]["accuracy"] * 10, round(report["artifacts"]["model.h5"]["accuracy"] * 10))
-
-
-def test_the_summary_compares_int8_with_float_and_names_the_first_op_off_the_edge_tpu():
-    elu = {"index": 3, "op": "ELU", "edgetpu": False, "why": "not in the Edge TPU op table", "float": True}
-    report = {"validation": {"items": 200},
-              "artifacts": {"model.h5": {"bytes": 4000, "accuracy": 0.9, "latency_ms": 2.0},
-                            "model.tflite": {"bytes": 1000, "accuracy": 0.885, "latency_ms": 0.5}},
-              "tflite_check": {"ops": [{"op": "CONV_2D"}] * 3 + [elu], "first_unsupported": elu,
-                               "problems": ["first op the Edge TPU cannot run: ELU"], "version_problems": [],
-                               "min_runtime_version": "1.14.0",
-                               "op_versions": [{"op": "CONV_2D", "version": 3, "count": 3, "tf25_max": 5},
-                                               {"op": "ELU", "version": 1, "count": 1, "tf25_max": 1}],
-                               "parameter_memory": {"bytes": 900, "cache_bytes": 8 * 2 ** 20, "share": 0.0001,
-                                                    "streamed_bytes": 0}},
-              "edgetpu_compiler": {"ok": True, "ops_on_edgetpu": 3, "ops_on_cpu": 2},
-              "metadata": {"classes": 2, "input": {"width": 96, "height": 64, "color_space": "RGB"},
-                           "mediapipe_image_classifier": "names its classes (category_name, from the packed labels.txt)"}}
-    assert deploy.summary_lines(report) == [
-        "summary, on 200 validation images:",
-        "  size      model.tflite is 25% of model.h5 (1,000 vs 4,000 bytes)",
-        "  accuracy  int8 88.5% vs float 90.0% (-1.5 points)",
-        "  speed     int8 0.500 ms vs float 2.000 ms per image: 4.0x faster",
-        "  Edge TPU  not all ops mapped: op #3 ELU is the first the Edge TPU cannot run (not in the Edge TPU op "
-        "table); it and all after it run on the CPU; compiled: 3 ops on the Edge TPU, 2 on the CPU",
-        "  ops       min_runtime_version 1.14.0; CONV_2D v3, ELU v1: all within TensorFlow 2.5's registry (what "
-        "edgetpu_compiler 16 and libedgetpu parse)",
-        "  on-chip   parameters 0.00 MiB (900 bytes of constant buffers), 0% of the Edge TPU's 8 MiB on-chip cache",
-        "  metadata  name, input (96x64 RGB, 0-255) and 2 class names inside model.tflite; MediaPipe's "
-        "ImageClassifier names its classes (category_name, from the packed labels.txt)",
-    ]
-    report["tflite_check"].update(first_unsupported=None, problems=[], ops=[{"op": "CONV_2D"}] * 4)
-    report["artifacts"]["model.tflite"]["latency_ms"] = 4.0
-    report["edgetpu_compiler"] = {"ok": None, "skipped": "edgetpu_compiler not found; ..."}
-    assert deploy.summary_lines(report)[3:5] == [
-        "  speed     int8 4.000 ms vs float 2.000 ms per image: 2.0x slower",
-        "  Edge TPU  all 4 ops mapped; edgetpu_compiler not found, so not compiled (deploy_report.json says how to "
-        "install it)",
-    ]
-    # An op version newer than the toolchain's fails the whole compile; parameters over the cache stream.
-    too_new = "CONV_2D version 6 is newer than TensorFlow 2.5's (up to 5), ..."
-    report["tflite_check"].update(version_problems=[too_new], problems=[too_new], min_runtime_version="2.9.0",
-                                  op_versions=[{"op": "CONV_2D", "version": 6, "count": 4, "tf25_max": 5}],
-                                  parameter_memory={"bytes": 12 * 2 ** 20, "cache_bytes": 8 * 2 ** 20, "share": 1.5,
-                                                    "streamed_bytes": 4 * 2 ** 20})
-    assert deploy.summary_lines(report)[4:7] == [
-        f"  Edge TPU  fails: {too_new}; edgetpu_compiler not found, so not compiled (deploy_report.json says how to "
-        "install it)",
-        "  ops       min_runtime_version 2.9.0; CONV_2D v6 (TensorFlow 2.5: up to v5): newer than TensorFlow 2.5's "
-        "registry (what edgetpu_compiler 16 and libedgetpu parse)",
-        "  on-chip   parameters 12.00 MiB (12,582,912 bytes of constant buffers), 150% of the Edge TPU's 8 MiB on-chip "
-        "cache: about 4.00 MiB would stream from the host every inference, which slows inference",
-    ]

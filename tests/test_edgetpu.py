@@ -77,49 +77,49 @@ def models(tmp_path_factory):
 
 def test_good_model_has_no_problems(models):
     report = edgetpu.inspect_tflite(models["good"])
-    assert report["problems"] == [] and report["ok"]
-    assert report["first_unsupported"] is None
-    assert report["float_tensors"] == []
-    assert all(op["edgetpu"] for op in report["ops"])
-    assert [op["index"] for op in report["ops"]] == list(range(len(report["ops"])))
-    assert {"CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= {op["op"] for op in report["ops"]}
-    assert "DELEGATE" not in {op["op"] for op in report["ops"]}
-    for io in (report["input"], report["output"]):
+    assert report.problems == [] and report.ok
+    assert report.first_unsupported is None
+    assert report.float_tensors == []
+    assert all(op.edgetpu for op in report.ops)
+    assert [op.index for op in report.ops] == list(range(len(report.ops)))
+    assert {"CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= {op.op for op in report.ops}
+    assert "DELEGATE" not in {op.op for op in report.ops}
+    for io in (report.input, report.output):
         assert io["dtype"] == "uint8"
         assert io["scale"] > 0
-    assert report["input"]["shape"] == [1, 16, 16, 1]
-    assert report["input"]["shape_signature"] == [1, 16, 16, 1]
-    assert report["output"]["shape"] == [1, 3]
+    assert report.input["shape"] == [1, 16, 16, 1]
+    assert report.input["shape_signature"] == [1, 16, 16, 1]
+    assert report.output["shape"] == [1, 3]
     # What the template's int8 classifiers convert to: runtime 1.14 ops, all parsed by the Edge TPU toolchain.
-    assert report["min_runtime_version"] == "1.14.0" and report["version_problems"] == []
+    assert report.min_runtime_version == "1.14.0" and report.version_problems == []
     versions = {"QUANTIZE": 1, "CONV_2D": 3, "MEAN": 2, "FULLY_CONNECTED": 4, "SOFTMAX": 2}
-    assert {row["op"]: row["version"] for row in report["op_versions"]} == versions
-    assert all(row["version"] <= row["tf25_max"] for row in report["op_versions"])
-    assert [op["version"] for op in report["ops"]] == [versions[op["op"]] for op in report["ops"]]
-    assert sum(row["count"] for row in report["op_versions"]) == len(report["ops"])
-    memory = report["parameter_memory"]
-    assert 36 + 12 <= memory["bytes"] < 200  # the int8 kernels (4x3x3, 4x3) and a few small constants
-    assert memory["cache_bytes"] == 8 * 2 ** 20 and memory["streamed_bytes"] == 0
+    assert {row.op: row.version for row in report.op_versions} == versions
+    assert all(row.version <= row.tf25_max for row in report.op_versions)
+    assert [op.version for op in report.ops] == [versions[op.op] for op in report.ops]
+    assert sum(row.count for row in report.op_versions) == len(report.ops)
+    memory = report.parameter_memory
+    assert 36 + 12 <= memory.bytes < 200  # the int8 kernels (4x3x3, 4x3) and a few small constants
+    assert memory.cache_bytes == 8 * 2 ** 20 and memory.streamed_bytes == 0
 
 
 def test_a_grouped_convolution_is_an_op_version_the_edgetpu_toolchain_cannot_parse(models):
     report = edgetpu.inspect_tflite(models["grouped"])
-    conv = next(row for row in report["op_versions"] if row["op"] == "CONV_2D")
-    assert conv == {"op": "CONV_2D", "version": 6, "count": 2, "tf25_max": 5}  # one version for every CONV_2D
-    assert report["min_runtime_version"] == "2.9.0"
-    assert report["version_problems"] == [
+    conv = next(row for row in report.op_versions if row.op == "CONV_2D")
+    assert conv == edgetpu_limits.OpVersion("CONV_2D", 6, 2, 5)  # one version for every CONV_2D
+    assert report.min_runtime_version == "2.9.0"
+    assert report.version_problems == [
         "CONV_2D version 6 is newer than TensorFlow 2.5's (up to 5), the registry edgetpu_compiler 16 and libedgetpu "
         "parse: the compile fails (\"Didn't find op for builtin opcode 'CONV_2D' version '6'\")"]
-    assert report["problems"] == report["version_problems"] and not report["ok"]
-    assert report["first_unsupported"] is None  # the op table alone would have passed it
+    assert report.problems == report.version_problems and not report.ok
+    assert report.first_unsupported is None  # the op table alone would have passed it
 
 
 def test_parameters_over_the_on_chip_cache_say_how_much_would_stream(models):
-    memory = edgetpu.inspect_tflite(models["big"])["parameter_memory"]
+    memory = edgetpu.inspect_tflite(models["big"]).parameter_memory
     kernels = 16 * 3 * 3 + 3136 * 2700 + 2700 * 3  # int8, one byte each
-    assert kernels <= memory["bytes"] <= kernels + 4 * (16 + 2700 + 3) + 64  # int32 biases, a shape constant
-    assert memory["streamed_bytes"] == memory["bytes"] - 8 * 2 ** 20 > 0
-    assert memory["share"] == round(memory["bytes"] / (8 * 2 ** 20), 4) > 1
+    assert kernels <= memory.bytes <= kernels + 4 * (16 + 2700 + 3) + 64  # int32 biases, a shape constant
+    assert memory.streamed_bytes == memory.bytes - 8 * 2 ** 20 > 0
+    assert memory.share == round(memory.bytes / (8 * 2 ** 20), 4) > 1
 
 
 def test_the_tf25_table_agrees_with_what_the_edgetpu_toolchain_is_known_to_parse():
@@ -131,7 +131,7 @@ def test_the_tf25_table_agrees_with_what_the_edgetpu_toolchain_is_known_to_parse
 
 
 def test_an_op_outside_the_table_is_caught_by_the_models_min_runtime_version():
-    gelu = [{"op": "GELU", "version": 1, "count": 1, "tf25_max": None}]  # TensorFlow 2.9's
+    gelu = [edgetpu_limits.OpVersion("GELU", 1, 1, None)]  # TensorFlow 2.9's
     assert edgetpu_limits.version_problems(gelu, "2.9.0") == [
         "min_runtime_version 2.9.0 is newer than TensorFlow 2.5, whose registry edgetpu_compiler 16 and libedgetpu "
         "parse: an op version it needs is unknown to them"]
@@ -141,31 +141,31 @@ def test_an_op_outside_the_table_is_caught_by_the_models_min_runtime_version():
 
 def test_elu_is_a_float_island(models):
     report = edgetpu.inspect_tflite(models["elu"])
-    first = report["first_unsupported"]
-    assert first["op"] == "DEQUANTIZE"
-    ops = [op["op"] for op in report["ops"]]
-    assert "ELU" in ops and not report["ops"][ops.index("ELU")]["edgetpu"]
-    assert report["float_tensors"]
-    text = "\n".join(report["problems"])
-    assert f"first op the Edge TPU cannot run: DEQUANTIZE (op #{first['index']})" in text
+    first = report.first_unsupported
+    assert first.op == "DEQUANTIZE"
+    ops = [op.op for op in report.ops]
+    assert "ELU" in ops and not report.ops[ops.index("ELU")].edgetpu
+    assert report.float_tensors
+    text = "\n".join(report.problems)
+    assert f"first op the Edge TPU cannot run: DEQUANTIZE (op #{first.index})" in text
     assert "float island" in text and "ELU" in text
-    assert not report["ok"]
+    assert not report.ok
 
 
 def test_dynamic_batch_is_reported(models):
     report = edgetpu.inspect_tflite(models["dynamic"])
-    assert report["input"]["shape_signature"][0] == -1
-    assert any("input batch is not a static 1" in p for p in report["problems"])
-    assert report["first_unsupported"] is None  # the ops are fine; the batch is what the compiler rejects
+    assert report.input["shape_signature"][0] == -1
+    assert any("input batch is not a static 1" in p for p in report.problems)
+    assert report.first_unsupported is None  # the ops are fine; the batch is what the compiler rejects
 
 
 def test_float_conversion_is_reported(models):
     report = edgetpu.inspect_tflite(models["float"])
-    assert report["input"]["dtype"] == "float32" and report["output"]["dtype"] == "float32"
-    assert any(p.startswith("input dtype is float32, not uint8") for p in report["problems"])
-    assert any(p.startswith("output dtype is float32, not uint8") for p in report["problems"])
-    assert {t["dtype"] for t in report["float_tensors"]} == {"float32"}
-    assert report["first_unsupported"]["index"] == 0
+    assert report.input["dtype"] == "float32" and report.output["dtype"] == "float32"
+    assert any(p.startswith("input dtype is float32, not uint8") for p in report.problems)
+    assert any(p.startswith("output dtype is float32, not uint8") for p in report.problems)
+    assert {t["dtype"] for t in report.float_tensors} == {"float32"}
+    assert report.first_unsupported.index == 0
 
 
 def test_not_a_tflite_file_is_a_user_error(tmp_path):
@@ -313,12 +313,12 @@ def test_compile_passes_flags_and_parses_counts(fake_compiler, model_file, tmp_p
 
     argv = (bin_dir / "argv.txt").read_text().splitlines()
     assert argv == ["--out_dir", str(out_dir), "--show_operations", "--min_runtime_version", "13", str(model_file)]
-    assert result["ok"] and result["reason"] is None and result["returncode"] == 0
-    assert result["version"] == "16.0.384591198"
-    assert result["ops_on_edgetpu"] == 2 and result["ops_on_cpu"] == 7
-    assert result["output_path"] == str(out_dir / "model_edgetpu.tflite")
-    assert result["log_path"] == str(out_dir / "model_edgetpu.log")
-    assert {"op": "ELU", "count": 1, "status": "Operation not supported"} in result["operations"]
+    assert result.ok and result.reason is None and result.returncode == 0
+    assert result.version == "16.0.384591198"
+    assert result.ops_on_edgetpu == 2 and result.ops_on_cpu == 7
+    assert result.output_path == str(out_dir / "model_edgetpu.tflite")
+    assert result.log_path == str(out_dir / "model_edgetpu.log")
+    assert {"op": "ELU", "count": 1, "status": "Operation not supported"} in result.operations
     log = (out_dir / "model_edgetpu.log").read_text()
     assert log.startswith("Edge TPU Compiler version")  # the compiler's own log is kept...
     assert "Number of operations that will run on CPU: 7" in log and "fake stderr line" in log  # ...plus its output
@@ -328,18 +328,18 @@ def test_compile_fully_mapped_counts_from_table(fake_compiler, model_file, tmp_p
     bin_dir = fake_compiler(FULL_STDOUT)
     result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler())
     assert "--min_runtime_version" not in (bin_dir / "argv.txt").read_text()
-    assert result["ok"]
-    assert result["ops_on_edgetpu"] == 6 and result["ops_on_cpu"] == 0
+    assert result.ok
+    assert result.ops_on_edgetpu == 6 and result.ops_on_cpu == 0
 
 
 def test_compile_nonzero_exit_fails(fake_compiler, model_file, tmp_path, monkeypatch):
     fake_compiler("Internal compiler error. Aborting!\n")
     monkeypatch.setenv("FAKE_EXIT", "3")
     result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler())
-    assert not result["ok"] and result["returncode"] == 3
-    assert "code 3" in result["reason"] and "\n" not in result["reason"]
-    assert result["output_path"] is None
-    assert os.path.isfile(result["log_path"])  # kept for diagnosis
+    assert not result.ok and result.returncode == 3
+    assert "code 3" in result.reason and "\n" not in result.reason
+    assert result.output_path is None
+    assert os.path.isfile(result.log_path)  # kept for diagnosis
 
 
 def test_compile_without_output_file_fails(fake_compiler, model_file, tmp_path, monkeypatch):
@@ -349,23 +349,23 @@ def test_compile_without_output_file_fails(fake_compiler, model_file, tmp_path, 
     out_dir.mkdir()
     (out_dir / "model_edgetpu.tflite").write_bytes(b"stale from an earlier run")
     result = edgetpu.compile_for_edgetpu(model_file, out_dir, edgetpu.find_compiler())
-    assert not result["ok"] and result["returncode"] == 0
-    assert "wrote no model_edgetpu.tflite" in result["reason"]
-    assert os.path.isfile(result["log_path"])  # written from the compiler's output when it wrote none
+    assert not result.ok and result.returncode == 0
+    assert "wrote no model_edgetpu.tflite" in result.reason
+    assert os.path.isfile(result.log_path)  # written from the compiler's output when it wrote none
 
 
 def test_compile_invalid_model_fails_despite_exit_0(fake_compiler, model_file, tmp_path):
     fake_compiler(INVALID_STDOUT)
     result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler())
-    assert not result["ok"] and result["returncode"] == 0
-    assert "Invalid model" in result["reason"] and "Model not quantized" in result["reason"]
-    assert "\n" not in result["reason"]
+    assert not result.ok and result.returncode == 0
+    assert "Invalid model" in result.reason and "Model not quantized" in result.reason
+    assert "\n" not in result.reason
 
 
 def test_compile_timeout_fails(fake_compiler, model_file, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SLEEP", "10")
     result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler(), timeout_s=1)
-    assert not result["ok"] and "did not finish within 1 s" in result["reason"]
+    assert not result.ok and "did not finish within 1 s" in result.reason
 
 
 def test_compiler_version(fake_compiler):
