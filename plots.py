@@ -148,7 +148,7 @@ def spread_sample(labels, count, seed):
     return np.array(chosen[:count])
 
 
-def jitter_preview(reader, path, input_size=(28, 28), channels=1, count=8, versions=3, seed=0, title=None):
+def jitter_preview(reader, path, input_size, channels, count, versions, seed, title=None):
     """A grid: each row one image as the model sees it un-jittered, then `versions` jittered versions of it
     (the template's augmenter, seeded differently per column)."""
     from datagen import default_augmenter
