@@ -33,7 +33,7 @@ import numpy as np
 
 import config
 from datagen import BatchGenerator, ImageGenerator, open_run_data, run_batches
-from support import console, edgetpu, folders, saved_model_export, storage, tflite_metadata
+from support import console, edgetpu, edgetpu_compiler, folders, saved_model_export, storage, tflite_metadata
 from support.deploy_report import (CompileSkipped, EdgeTpuModel, Measured, Metadata, Report, SavedModelVersion,
                                    Validation)
 from support.errors import ArgumentParser, UserError, first_line, positive_int, reports_user_errors
@@ -227,12 +227,12 @@ def write_edgetpu(job):
     """model_edgetpu.tflite and its log from edgetpu_compiler, when it is installed, with the metadata written again
     (the compiler drops it: README, "Deploying"); the report gains the compiler's result."""
     if job.compiler is None:
-        job.report.edgetpu_compiler = CompileSkipped(f"edgetpu_compiler not found; {edgetpu.INSTALL_HINT}")
+        job.report.edgetpu_compiler = CompileSkipped(f"edgetpu_compiler not found; {edgetpu_compiler.INSTALL_HINT}")
         return
-    compiled = edgetpu.compile_for_edgetpu(os.path.join(job.folder, INT8_MODEL), job.folder, job.compiler,
+    compiled = edgetpu_compiler.compile_for_edgetpu(os.path.join(job.folder, INT8_MODEL), job.folder, job.compiler,
                                            job.args.min_runtime_version)
     job.report.edgetpu_compiler = dataclasses.replace(
-        compiled, version=compiled.version or edgetpu.compiler_version(job.compiler),
+        compiled, version=compiled.version or edgetpu_compiler.compiler_version(job.compiler),
         output_path=job.final(compiled.output_path), log_path=job.final(compiled.log_path))
     if compiled.ok:
         output = compiled.output_path
@@ -301,9 +301,9 @@ def run(args):
         report = check_new_version(args, settings.class_names)
     else:
         check_deploy_folder(args.save_to, args.overwrite)
-    compiler = edgetpu.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
+    compiler = edgetpu_compiler.find_compiler(args.edgetpu_compiler) if "edgetpu" in args.formats else None
     if "edgetpu" in args.formats and compiler is None and args.strict:
-        raise UserError(f"edgetpu_compiler not found and --strict is set; {edgetpu.INSTALL_HINT}")
+        raise UserError(f"edgetpu_compiler not found and --strict is set; {edgetpu_compiler.INSTALL_HINT}")
     train_reader, val_reader = open_run_data(settings)
     _, val_batches = run_batches(settings, train_reader, val_reader, limit=args.eval_samples)
     ratio = 1.0 if val_reader else settings.train_ratio

@@ -10,7 +10,8 @@ deploy_report       deploy_report.json as dataclasses, read and written, and the
 distribute          data-parallel training over devices and processes (JAX backend)
 doodles             the synthetic doodle sample train.py writes when no --data is given
 duplicates          copies in a data set (same bytes, pixels, picture or shot), grouped (doctor.py)
-edgetpu             the Edge TPU op table, the check of an int8 model, and edgetpu_compiler's run
+edgetpu             the Edge TPU op table and the check of an int8 model, without the device
+edgetpu_compiler    runs edgetpu_compiler where it is installed, and reads what it says
 edgetpu_limits      op versions against what the Edge TPU toolchain parses, parameters against its on-chip cache
 errors              UserError, the one-line `error:` report of every tool, and the flag-value types
 features            the features doctor.py compares, cached by each item's content; the pixels of a drawing

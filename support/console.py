@@ -3,9 +3,9 @@
 Each command-line tool calls quiet() (through startup.setup()) before anything imports TensorFlow or Keras, because
 the chatter starts at `import tensorflow`: TensorFlow 2.21 writes its oneDNN and cpu_feature_guard lines and absl's
 "All log messages before absl::InitializeLog()" from C++ straight to file descriptor 2, whatever any log-level
-variable says. So that import, whenever it comes, runs with the output descriptors held (`captured_output`, through
-QuietImport), and TF_CPP_MIN_LOG_LEVEL=1, set before it, hides TensorFlow's later C++ info lines. Python warnings known to be
-harmless here are silenced by their exact message, one by one; anything else still shows.
+variable says. So that import, whenever it comes, runs with the output descriptors held (`captured_output`,
+through QuietImport), and TF_CPP_MIN_LOG_LEVEL=1, set before it, hides TensorFlow's later C++ info lines. Python
+warnings known to be harmless here are silenced by their exact message, one by one; anything else still shows.
 
 KERAS_TEMPLATE_VERBOSE=1 (verbose.py) turns all of this off, for debugging: every library line comes back.
 """

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from support import edgetpu_limits, storage, tflite_metadata
-from support.edgetpu import CompileResult, OpRow, TfliteCheck
+from support.edgetpu import OpRow, TfliteCheck
+from support.edgetpu_compiler import CompileResult
 from support.folders import INT8_MODEL, REPORT, SAVED_MODEL
 
 OPTIONAL = "optional"  # the metadata key that marks an optional() field

@@ -122,7 +122,8 @@ def resized(image, input_size):
 
 
 def prepared(data, input_size, channels):
-    """One image file's bytes -> uint8 (H, W, C) at the model's input: prepare(decode_image(data)) of support/images.py."""
+    """One image file's bytes -> uint8 (H, W, C) at the model's input: support/images.py's
+    prepare(decode_image(data))."""
     return tf.cast(resized(converted(composited(data, decoded(data)), channels), input_size), tf.uint8)
 
 

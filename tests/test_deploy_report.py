@@ -4,7 +4,8 @@ import json
 import pytest
 
 from support.deploy_report import CompileSkipped, Report
-from support.edgetpu import CompileResult, TfliteCheck
+from support.edgetpu import TfliteCheck
+from support.edgetpu_compiler import CompileResult
 
 CONV = {"op": "CONV_2D", "version": 3, "edgetpu": True, "why": None, "float": False}
 ELU = {"index": 3, "op": "ELU", "version": 1, "edgetpu": False, "why": "not in the Edge TPU op table", "float": True}

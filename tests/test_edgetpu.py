@@ -9,6 +9,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from support import edgetpu  # noqa: E402
+from support import edgetpu_compiler  # noqa: E402
 from support import edgetpu_limits  # noqa: E402
 from support.errors import UserError  # noqa: E402
 
@@ -306,10 +307,10 @@ def model_file(tmp_path):
 
 def test_compile_passes_flags_and_parses_counts(fake_compiler, model_file, tmp_path):
     bin_dir = fake_compiler(PARTIAL_STDOUT)
-    compiler = edgetpu.find_compiler()
+    compiler = edgetpu_compiler.find_compiler()
     assert compiler == str(bin_dir / "edgetpu_compiler")
     out_dir = tmp_path / "deploy"
-    result = edgetpu.compile_for_edgetpu(model_file, out_dir, compiler, min_runtime_version=13)
+    result = edgetpu_compiler.compile_for_edgetpu(model_file, out_dir, compiler, min_runtime_version=13)
 
     argv = (bin_dir / "argv.txt").read_text().splitlines()
     assert argv == ["--out_dir", str(out_dir), "--show_operations", "--min_runtime_version", "13", str(model_file)]
@@ -326,7 +327,7 @@ def test_compile_passes_flags_and_parses_counts(fake_compiler, model_file, tmp_p
 
 def test_compile_fully_mapped_counts_from_table(fake_compiler, model_file, tmp_path):
     bin_dir = fake_compiler(FULL_STDOUT)
-    result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler())
+    result = edgetpu_compiler.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu_compiler.find_compiler())
     assert "--min_runtime_version" not in (bin_dir / "argv.txt").read_text()
     assert result.ok
     assert result.ops_on_edgetpu == 6 and result.ops_on_cpu == 0
@@ -335,7 +336,7 @@ def test_compile_fully_mapped_counts_from_table(fake_compiler, model_file, tmp_p
 def test_compile_nonzero_exit_fails(fake_compiler, model_file, tmp_path, monkeypatch):
     fake_compiler("Internal compiler error. Aborting!\n")
     monkeypatch.setenv("FAKE_EXIT", "3")
-    result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler())
+    result = edgetpu_compiler.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu_compiler.find_compiler())
     assert not result.ok and result.returncode == 3
     assert "code 3" in result.reason and "\n" not in result.reason
     assert result.output_path is None
@@ -348,7 +349,7 @@ def test_compile_without_output_file_fails(fake_compiler, model_file, tmp_path, 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "model_edgetpu.tflite").write_bytes(b"stale from an earlier run")
-    result = edgetpu.compile_for_edgetpu(model_file, out_dir, edgetpu.find_compiler())
+    result = edgetpu_compiler.compile_for_edgetpu(model_file, out_dir, edgetpu_compiler.find_compiler())
     assert not result.ok and result.returncode == 0
     assert "wrote no model_edgetpu.tflite" in result.reason
     assert os.path.isfile(result.log_path)  # written from the compiler's output when it wrote none
@@ -356,7 +357,7 @@ def test_compile_without_output_file_fails(fake_compiler, model_file, tmp_path, 
 
 def test_compile_invalid_model_fails_despite_exit_0(fake_compiler, model_file, tmp_path):
     fake_compiler(INVALID_STDOUT)
-    result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler())
+    result = edgetpu_compiler.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu_compiler.find_compiler())
     assert not result.ok and result.returncode == 0
     assert "Invalid model" in result.reason and "Model not quantized" in result.reason
     assert "\n" not in result.reason
@@ -364,31 +365,31 @@ def test_compile_invalid_model_fails_despite_exit_0(fake_compiler, model_file, t
 
 def test_compile_timeout_fails(fake_compiler, model_file, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SLEEP", "10")
-    result = edgetpu.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu.find_compiler(), timeout_s=1)
+    result = edgetpu_compiler.compile_for_edgetpu(model_file, tmp_path / "out", edgetpu_compiler.find_compiler(), timeout_s=1)
     assert not result.ok and "did not finish within 1 s" in result.reason
 
 
 def test_compiler_version(fake_compiler):
-    assert edgetpu.compiler_version(edgetpu.find_compiler()) == "16.0.384591198"
+    assert edgetpu_compiler.compiler_version(edgetpu_compiler.find_compiler()) == "16.0.384591198"
 
 
 def test_find_compiler_none_on_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert edgetpu.find_compiler() is None
-    assert "coral-edgetpu-stable" in edgetpu.INSTALL_HINT and "edgetpu-compiler" in edgetpu.INSTALL_HINT
+    assert edgetpu_compiler.find_compiler() is None
+    assert "coral-edgetpu-stable" in edgetpu_compiler.INSTALL_HINT and "edgetpu-compiler" in edgetpu_compiler.INSTALL_HINT
 
 
 def test_find_compiler_explicit_path(tmp_path):
     with pytest.raises(UserError, match="edgetpu compiler not found"):
-        edgetpu.find_compiler(tmp_path / "nowhere" / "edgetpu_compiler")
+        edgetpu_compiler.find_compiler(tmp_path / "nowhere" / "edgetpu_compiler")
     not_executable = tmp_path / "edgetpu_compiler"
     not_executable.write_text("#!/bin/sh\n")
     not_executable.chmod(0o644)
     with pytest.raises(UserError, match="not executable"):
-        edgetpu.find_compiler(not_executable)
+        edgetpu_compiler.find_compiler(not_executable)
     not_executable.chmod(0o755)
-    assert edgetpu.find_compiler(not_executable) == str(not_executable)
+    assert edgetpu_compiler.find_compiler(not_executable) == str(not_executable)
 
 
 def test_parse_compiler_output_without_counts():
-    assert edgetpu.parse_compiler_output("Edge TPU Compiler version 16.0.384591198\n") == (None, None, [])
+    assert edgetpu_compiler.parse_compiler_output("Edge TPU Compiler version 16.0.384591198\n") == (None, None, [])
