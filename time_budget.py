@@ -1,0 +1,60 @@
+"""--time_budget: how many epochs a run trains, sized from the measured cost of its first epoch of the whole model.
+
+That epoch (the first after --freeze_epochs, or a run's first without them) is timed; under the cosine schedule it
+warms the rate up from 0, which is the same whatever comes after it, so nothing it learns depends on the decision.
+Then as many epochs follow as fit in what is left of the budget (at least one, at most --num_epochs in all), and the
+cosine decays over them. config.json records the decision (num_epochs, and epoch_seconds, the measured cost), so
+--resume continues the same schedule and never decides again.
+"""
+import math
+import statistics
+import time
+
+import keras
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Times one epoch (the run's last callback: after its validation and the files written) and then ends the fit,
+    noting whether another callback (early stopping, a pruner) had already asked for that."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began, self.batches = time.monotonic(), []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(time.monotonic())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended = time.monotonic()
+        self.stopped_by_others = self.model.stop_training
+        self.model.stop_training = True
+
+    def costs(self):
+        """(seconds of a training step, of the first step beyond that (its tracing, which a new schedule repeats), of
+        the rest of an epoch (validation and the files written))."""
+        steps = [later - earlier for earlier, later in zip(self.batches, self.batches[1:])]
+        step = statistics.median(steps) if steps else self.batches[0] - self.began
+        return step, max(0.0, self.batches[0] - self.began - step), self.ended - self.batches[-1]
+
+
+def undecided(settings, done):
+    """Whether the epoch after `done` is the one to time."""
+    return settings.time_budget is not None and settings.epoch_seconds is None and done >= settings.freeze_epochs
+
+
+def decide(settings, clock, elapsed, done):
+    """`settings` with the epochs that fit: after `done` (the timed one included), each costing the timed epoch's
+    steps and rest, in the budget less `elapsed` seconds, the tracing of the new schedule and the report's validation
+    pass."""
+    step, tracing, rest = clock.costs()
+    epoch = step * len(clock.batches) + rest
+    left = settings.time_budget * 60 - elapsed - tracing - rest
+    epochs = min(settings.num_epochs, done + max(1, math.floor(left / epoch)))
+    return settings.replace(num_epochs=epochs, epoch_seconds=round(epoch, 2))
+
+
+def describe(settings, done):
+    """One line: what the budget decided."""
+    more = settings.num_epochs - done
+    return (f"--time_budget {settings.time_budget:g} min: an epoch takes {settings.epoch_seconds:.0f} s here, so "
+            f"{more} more {'epoch follows' if more == 1 else 'epochs follow'} ({settings.num_epochs} in all, recorded "
+            f"in config.json)")
