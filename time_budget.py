@@ -18,10 +18,16 @@ class EpochClock(keras.callbacks.Callback):
     noting whether another callback (early stopping, a pruner) had already asked for that."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.began, self.batches = time.monotonic(), []
+        self.began, self.steps, self.validation_steps = time.monotonic(), [], []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.batches.append(time.monotonic())
+        self.steps.append(time.monotonic())
+
+    def on_test_begin(self, logs=None):
+        self.validation_began = time.monotonic()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.validation_steps.append(time.monotonic())
 
     def on_epoch_end(self, epoch, logs=None):
         self.ended = time.monotonic()
@@ -29,11 +35,19 @@ class EpochClock(keras.callbacks.Callback):
         self.model.stop_training = True
 
     def costs(self):
-        """(seconds of a training step, of the first step beyond that (its tracing, which a new schedule repeats), of
-        the rest of an epoch (validation and the files written))."""
-        steps = [later - earlier for earlier, later in zip(self.batches, self.batches[1:])]
-        step = statistics.median(steps) if steps else self.batches[0] - self.began
-        return step, max(0.0, self.batches[0] - self.began - step), self.ended - self.batches[-1]
+        """(seconds of an epoch less what only the first one pays: the tracing of its training and validation steps;
+        seconds of tracing the training step, which a new schedule repeats; seconds of a validation pass)."""
+        train_step, train_tracing = steady(self.began, self.steps)
+        validation_step, validation_tracing = steady(self.validation_began, self.validation_steps)
+        epoch = self.ended - self.began - train_tracing - validation_tracing
+        return epoch, train_tracing, validation_step * len(self.validation_steps)
+
+
+def steady(began, ends):
+    """(the median time of a step, what the first took beyond it) of steps that began at `began` and ended at `ends`."""
+    times = [later - earlier for earlier, later in zip([began, *ends], ends)]
+    step = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    return step, max(0.0, times[0] - step)
 
 
 def undecided(settings, done):
@@ -42,12 +56,10 @@ def undecided(settings, done):
 
 
 def decide(settings, clock, elapsed, done):
-    """`settings` with the epochs that fit: after `done` (the timed one included), each costing the timed epoch's
-    steps and rest, in the budget less `elapsed` seconds, the tracing of the new schedule and the report's validation
-    pass."""
-    step, tracing, rest = clock.costs()
-    epoch = step * len(clock.batches) + rest
-    left = settings.time_budget * 60 - elapsed - tracing - rest
+    """`settings` with the epochs that fit after `done` (the timed one included) in the budget less `elapsed` seconds,
+    the tracing of the new schedule's step and the report's validation pass."""
+    epoch, tracing, validation = clock.costs()
+    left = settings.time_budget * 60 - elapsed - tracing - validation
     epochs = min(settings.num_epochs, done + max(1, math.floor(left / epoch)))
     return settings.replace(num_epochs=epochs, epoch_seconds=round(epoch, 2))
 

@@ -17,17 +17,20 @@ from support import folders
 TINY_CNN = ["--model", "quickdraw_cnn", "--model_kwargs", '{"filters": [4, 8], "dense_units": 8, "dropout": 0}']
 
 
-def test_the_epochs_that_fit_are_counted_from_a_steady_step_and_leave_room_for_the_report():
+def test_the_epochs_that_fit_leave_out_what_only_the_first_pays_and_leave_room_for_the_report():
     settings = config.RunConfig(freeze_epochs=2, num_epochs=60, time_budget=10)
-    # A first step of 12 s (10 s of it tracing), then 2 s a step, 4 steps; 6 s of validation and files.
     timed = time_budget.EpochClock()
-    timed.began, timed.batches, timed.ended = 0.0, [12.0, 14.0, 16.0, 18.0], 24.0
+    # 4 training steps of 2 s, the first 10 s longer (tracing); 3 validation steps of 1 s, the first 5 s longer; the
+    # epoch ends 3 s after its validation (the files written): 8 + 3 + 3 = 14 s for every later epoch.
+    timed.began, timed.steps, timed.validation_began = 0.0, [12.0, 14.0, 16.0, 18.0], 18.5
+    timed.validation_steps, timed.ended = [24.5, 25.5, 26.5], 29.5
+    assert timed.costs() == (14.5, 10.0, 3.0)  # 0.5 s between training and validation is every epoch's too
     decided = time_budget.decide(settings, timed, elapsed=100.0, done=3)
-    # 600 s less 100 elapsed, 10 of tracing again and 6 of the report: 484 s, for epochs of 4 * 2 + 6 = 14 s
-    assert decided.epoch_seconds == 14 and decided.num_epochs == 3 + 484 // 14
+    # 600 s less 100 elapsed, 10 of tracing the new schedule's step and 3 of the report's validation: 487 s
+    assert decided.epoch_seconds == 14.5 and decided.num_epochs == 3 + int(487 // 14.5)
     assert time_budget.decide(settings.replace(time_budget=100), timed, 100.0, 3).num_epochs == 60  # --num_epochs caps
     assert time_budget.decide(settings.replace(time_budget=1), timed, 100.0, 3).num_epochs == 4  # one more at least
-    assert "34 more epochs follow (37 in all" in time_budget.describe(decided, 3)
+    assert "33 more epochs follow (36 in all" in time_budget.describe(decided, 3)
 
 
 @pytest.fixture
@@ -59,8 +62,8 @@ class Interrupted(Exception):
 def test_a_resumed_run_keeps_the_decision_and_trains_as_if_uninterrupted(two_classes, tmp_path, monkeypatch, capsys):
     args = ["--data", two_classes, *TINY_CNN, "--freeze_epochs", "1", "--num_epochs", "8", "--batch_size", "16",
             "--time_budget", "15"]
-    # Every step costs 100 s: epochs of 300 s, and two more fit in what is left of 15 minutes.
-    monkeypatch.setattr(time_budget.EpochClock, "costs", lambda self: (100.0, 0.0, 0.0))
+    # Epochs of 300 s: two more fit in what is left of 15 minutes.
+    monkeypatch.setattr(time_budget.EpochClock, "costs", lambda self: (300.0, 0.0, 0.0))
     whole = str(tmp_path / "whole")
     keras.backend.clear_session()
     assert exit_code(train.main, [*args, "--save_to", whole]) == 0
