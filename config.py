@@ -52,6 +52,7 @@ OPTIMIZERS = {
 }
 
 SCHEDULES = ("cosine", "constant")  # cosine: decays to 0 over the run, which steadies the last epochs
+JITTER_KINDS = ("affine", "crops")  # datagen.augmenter's
 DTYPE_POLICIES = ("float32", "mixed_float16")
 
 SAMPLE_DATA = doodles.FOLDER
@@ -163,6 +164,15 @@ SETTINGS = (
     Setting("head_lr_factor", 10.0, "learning rate factor of the frozen epochs", type=positive_float, before=1.0),
     # Few drawings of new classes: 0.1 keeps the base too still (README: "Transfer learning").
     Setting("unfreeze_lr_factor", 1.0, "learning rate factor once the base is unfrozen", type=ratio),
+    Setting("unfrozen_head_lr_factor", 1.0, "while the base trains (after any --freeze_epochs), the head's learning "
+            "rate as a multiple of the base's; 1 = the same rate", type=positive_float),
+    Setting("train_batchnorm", None, "whether BatchNorm layers train once the base does (their statistics and "
+            "scales follow the new images)", shown="as the model declares: efficientnet_lite and the MobileNets keep "
+            "their ImageNet statistics, the others train them"),
+    Setting("time_budget", None, "minutes the training may take: the first epoch that trains the base is timed (the "
+            "cosine schedule warms the rate up in it), then as many more follow as fit in the budget (at most "
+            "--num_epochs in all), and the cosine decays over them", type=positive_float,
+            shown="none: --num_epochs epochs"),
     Setting("optimizer", "adam", "optimizer", type=text, choices=OPTIMIZERS, required=True),
     Setting("loss", "crossentropy", "loss", type=text, choices=LOSSES, required=True),
     Setting("class_weight", None, "weight each training item's loss by its class: 'balanced' (the inverse of the "
@@ -171,6 +181,10 @@ SETTINGS = (
             shown="every item weighs the same"),
     Setting("jitter", False, "imgaug augmentation of training images (after any --freeze_epochs)",
             space={"type": "categorical", "choices": [False, True]}),
+    Setting("jitter_kind", "affine", "what --jitter does: affine (flips, scale, shifts, rotation and shear; on "
+            "photos also light, blur and noise) or crops (random-resized crops, each 0.6 to 1 of the area at aspect "
+            "3/4 to 4/3, and flips: ImageNet fine-tuning's own)", type=text, choices=JITTER_KINDS,
+            tools=("train", "plots")),
     Setting("early_stopping", 0, "patience in epochs, 0 = off", type=non_negative_int),
     Setting("keep_checkpoints", 3, "how many per-epoch checkpoints to keep", type=non_negative_int),
     Setting("seed", 0, "seed of the split, shuffling and jitter", type=integer, tools=("train", "plots", "doctor"),
@@ -191,6 +205,8 @@ SETTINGS = (
     Setting("versions", {}, "the versions of Python, Keras, NumPy and the backend it trained with", type=json_object,
             tools=()),
     Setting("started", "", "when it started (UTC, ISO 8601)", type=text, tools=()),
+    Setting("epoch_seconds", None, "the measured cost of an epoch of the whole model, by which --time_budget sized "
+            "the run (num_epochs is what it decided)", type=positive_float, tools=()),
     # Flags of other tools, shared.
     Setting("eval_samples", 1000, "how many of the run's validation images (a seeded sample, the same in deploy.py "
             "and evaluate.py) are scored; evaluate.py --data scores all its items unless this is given",
@@ -230,6 +246,13 @@ class Checked:
         if self.freeze_epochs > self.num_epochs:
             raise UserError(f"--freeze_epochs {self.freeze_epochs} is more than --num_epochs {self.num_epochs}: "
                             f"freeze at most as many epochs as the run trains")
+        if self.train_batchnorm is not None and not self.freeze_epochs:
+            raise UserError("--train_batchnorm says what BatchNorm does once --freeze_epochs unfreeze the base; "
+                            "without them every layer trains from the start")
+        if self.time_budget is not None and self.num_epochs < self.freeze_epochs + 2:
+            raise UserError(f"--time_budget times the first epoch of the whole model and needs room for one more: "
+                            f"--num_epochs (the most it may train) at least --freeze_epochs + 2, got "
+                            f"{self.num_epochs}")
 
     def replace(self, **changes):
         """A copy with `changes`, checked as a new configuration is."""
@@ -291,8 +314,13 @@ def save(run_dir, run):
     """Write config.json: the run's settings, with library versions and the start time; returns what it wrote."""
     recorded = run.replace(versions=versions(),
                            started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    storage.write(os.path.join(run_dir, folders.CONFIG), json.dumps(recorded.record(), indent=2))
+    write(run_dir, recorded)
     return recorded
+
+
+def write(run_dir, run):
+    """Write config.json as `run` is: at the start, or with what the run decided on the way (--time_budget)."""
+    storage.write(os.path.join(run_dir, folders.CONFIG), json.dumps(run.record(), indent=2))
 
 
 def read(run_dir):

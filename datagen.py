@@ -1,4 +1,4 @@
-"""Batches for Keras from a DataReader: the split, the one image-preparation function, and imgaug jitter.
+"""Batches for Keras from a DataReader: the split, the one image-preparation function, and the jitter (imgaug).
 
 An item's split depends only on its id and the seed, so it is the same on every run and machine, and adding
 data never moves an existing validation item into training. Shuffling and jitter are seeded from
@@ -77,9 +77,40 @@ def photo_augmenter(iaa):
     ], random_order=False)
 
 
-def default_augmenter(channels):
-    """Grey inputs are taken to be drawings, colour inputs photos. imgaug is imported here, first used."""
+CROP_AREA, CROP_ASPECT = (0.6, 1.0), (3 / 4, 4 / 3)
+
+
+def resized_crops(images, random_state, parents, hooks):
+    """Each image a crop of CROP_AREA of its area at an aspect ratio in CROP_ASPECT (log-uniform), at a random place,
+    resized back to the image's size (imgaug's Lambda calls it with its own random state)."""
+    from imgaug import imresize_single_image
+
+    cropped = []
+    for image in images:
+        height, width = image.shape[:2]
+        area = random_state.uniform(*CROP_AREA) * height * width
+        aspect = math.exp(random_state.uniform(*np.log(CROP_ASPECT)))
+        crop_height = min(height, max(1, round(math.sqrt(area / aspect))))
+        crop_width = min(width, max(1, round(math.sqrt(area * aspect))))
+        top = random_state.integers(0, height - crop_height + 1)
+        left = random_state.integers(0, width - crop_width + 1)
+        crop = image[top:top + crop_height, left:left + crop_width]
+        cropped.append(imresize_single_image(crop, (height, width), interpolation="linear").reshape(image.shape))
+    return np.stack(cropped) if isinstance(images, np.ndarray) else cropped
+
+
+def crop_augmenter(iaa):
+    """Random-resized crops and flips: the augmentation ImageNet models are fine-tuned with. The crop is taken from the
+    prepared image (at the input size) and resized back to it."""
+    return iaa.Sequential([iaa.Fliplr(0.5), iaa.Lambda(func_images=resized_crops)])
+
+
+def augmenter(kind, channels):
+    """--jitter's augmenter of a --jitter_kind: crops, or affine (grey inputs are taken to be drawings, colour inputs
+    photos). imgaug is imported here, first used."""
     iaa = imgaug_shim.augmenters()
+    if kind == "crops":
+        return crop_augmenter(iaa)
     return drawing_augmenter(iaa) if channels == 1 else photo_augmenter(iaa)
 
 
@@ -95,9 +126,9 @@ class BatchGenerator(keras.utils.PyDataset):
     longer to decode and resize than to augment, and a small data set is read again every epoch."""
 
     def __init__(self, reader, mode="train", batch_size=DEFAULT.batch_size, input_size=DEFAULT.input_size,
-                 channels=DEFAULT.channels, jitter=False, seed=DEFAULT.seed, train_ratio=DEFAULT.train_ratio,
-                 limit=None, shard=0, num_shards=1, whole_batches=False, cache_mb=0, labels=None, indices=None,
-                 **kwargs):
+                 channels=DEFAULT.channels, jitter=False, jitter_kind=DEFAULT.jitter_kind, seed=DEFAULT.seed,
+                 train_ratio=DEFAULT.train_ratio, limit=None, shard=0, num_shards=1, whole_batches=False, cache_mb=0,
+                 labels=None, indices=None, **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size}")
@@ -115,7 +146,7 @@ class BatchGenerator(keras.utils.PyDataset):
             raise UserError(f"the {mode} split of {reader} has {len(self.indices)} items, fewer than one batch of "
                             f"{batch_size}, and data-parallel training takes whole batches only; use a smaller "
                             f"--batch_size")
-        self.augmenter = default_augmenter(channels) if jitter and mode == "train" else None
+        self.augmenter = augmenter(jitter_kind, channels) if jitter and mode == "train" else None
         self.epoch = 0
         self._order_of_epoch = (None, None)
         self.cache, self.cache_room = {}, cache_mb * 2 ** 20
@@ -210,7 +241,8 @@ def run_batches(settings, train_reader, val_reader, limit=None, shard=0, num_sha
                   seed=settings.seed, shard=shard, num_shards=num_shards, whole_batches=whole_batches,
                   cache_mb=settings.cache_mb, **loader_options)
     ratio = 1.0 if val_reader else settings.train_ratio
-    train = BatchGenerator(train_reader, "train", jitter=settings.jitter, train_ratio=ratio, **common)
+    train = BatchGenerator(train_reader, "train", jitter=settings.jitter, jitter_kind=settings.jitter_kind,
+                           train_ratio=ratio, **common)
     val = (BatchGenerator(val_reader, "test", limit=limit, **common) if val_reader else
            BatchGenerator(train_reader, "val", train_ratio=ratio, limit=limit, **common))
     return train, val

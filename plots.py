@@ -7,7 +7,7 @@
 
 Headless: each picture is a matplotlib Figure of its own, rendered to PNG bytes, never a window, and no global
 backend is chosen (a notebook that imports this module keeps its own). The jitter preview runs
-the template's own pipeline, images.prepare and datagen.default_augmenter, so it shows exactly what
+the template's own pipeline, images.prepare and datagen.augmenter, so it shows exactly what
 training with --jitter sees.
 """
 from support import startup
@@ -148,18 +148,18 @@ def spread_sample(labels, count, seed):
     return np.array(chosen[:count])
 
 
-def jitter_preview(reader, path, input_size, channels, count, versions, seed, title=None):
+def jitter_preview(reader, path, input_size, channels, count, versions, seed, kind, title=None):
     """A grid: each row one image as the model sees it un-jittered, then `versions` jittered versions of it
-    (the template's augmenter, seeded differently per column)."""
-    from datagen import default_augmenter
+    (the template's augmenter of --jitter_kind `kind`, seeded differently per column)."""
+    from datagen import augmenter
     from support.images import prepare
 
     indices = spread_sample(reader.labels, count, seed)
     originals = np.stack([prepare(reader.load(i), input_size, channels) for i in indices])
-    augmenter = default_augmenter(channels)
+    jitter = augmenter(kind, channels)
     columns = [originals]
     for version in range(versions):
-        copy = augmenter.deepcopy()
+        copy = jitter.deepcopy()
         copy.seed_(seed * 1000 + version + 1)
         columns.append(copy(images=originals))
     height, width = input_size
@@ -231,10 +231,11 @@ def main(argv=None):
     settings = config.read(args.read_from).replace(**given) if args.read_from else config.RunConfig(**given)
     doodles.write_if_default(settings.data)
     size, channels = settings.input_size, settings.channels
-    title = (f"jitter preview ({'drawing' if channels == 1 else 'photo'} augmenter): {size[0]}x{size[1]}x{channels}, "
+    kind = settings.jitter_kind if settings.jitter_kind == "crops" else "drawing" if channels == 1 else "photo"
+    title = (f"jitter preview ({kind} augmenter): {size[0]}x{size[1]}x{channels}, "
              f"{os.path.basename(os.path.normpath(settings.data[0]))}")
     path = jitter_preview(DataReader(settings.data, settings.data_format), args.save_to, size, channels, args.count,
-                          args.versions, settings.seed, title)
+                          args.versions, settings.seed, settings.jitter_kind, title)
     print(f"wrote {path}")
 
 

@@ -22,11 +22,13 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 import config
+import time_budget
 from support import class_weight, distribute, doodles, folders, requirements, storage
 from support.errors import ArgumentParser, UserError, non_negative_int, positive_int, reports_user_errors
 
@@ -87,24 +89,48 @@ def dtype_policy(mixed_precision):
     return "mixed_float16"
 
 
-def make_optimizer(settings, steps_per_epoch, unfrozen=False):
-    """The optimizer of the whole run or, with --freeze_epochs, of the frozen epochs, at --head_lr_factor times
-    the learning rate; `unfrozen`: of the epochs after them, at --unfreeze_lr_factor times the learning rate.
-    A cosine schedule decays over its own epochs."""
+def learning_rate(settings, steps_per_epoch, unfrozen=False):
+    """The rate of the whole run or, with --freeze_epochs, of the frozen epochs, at --head_lr_factor times the learning
+    rate; `unfrozen`: of the epochs after them, at --unfreeze_lr_factor times it. A cosine schedule decays over its own
+    epochs; with --time_budget, its first epoch that trains the base warms the rate up from 0 first (time_budget.py)."""
     import keras
 
     if not settings.freeze_epochs:
-        learning_rate, epochs = settings.learning_rate, settings.num_epochs
+        rate, epochs = settings.learning_rate, settings.num_epochs
     elif unfrozen:
-        learning_rate = settings.learning_rate * settings.unfreeze_lr_factor
+        rate = settings.learning_rate * settings.unfreeze_lr_factor
         epochs = settings.num_epochs - settings.freeze_epochs
     else:
-        learning_rate, epochs = settings.learning_rate * settings.head_lr_factor, settings.freeze_epochs
-    if settings.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+        rate, epochs = settings.learning_rate * settings.head_lr_factor, settings.freeze_epochs
+    if settings.lr_schedule != "cosine":
+        return rate
+    if settings.time_budget is not None and (unfrozen or not settings.freeze_epochs):
+        return keras.optimizers.schedules.CosineDecay(0.0, (epochs - 1) * steps_per_epoch, warmup_target=rate,
+                                                      warmup_steps=steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(rate, epochs * steps_per_epoch)
+
+
+def make_optimizer(settings, steps_per_epoch, unfrozen=False, model=None):
+    """The optimizer of the whole run or of one phase of it (learning_rate's). While the base trains, the head of
+    `model` learns at --unfrozen_head_lr_factor times the rate (transfer.HeadRate)."""
+    import transfer
+
+    optimizer_class = config.named(config.OPTIMIZERS[settings.optimizer])
+    options = {}
+    if settings.unfrozen_head_lr_factor != 1 and (unfrozen or not settings.freeze_epochs):
+        optimizer_class = transfer.with_head_rate(optimizer_class)
+        options = {"head_paths": transfer.head_paths(model, config.MODELS[settings.model].head),
+                   "head_factor": settings.unfrozen_head_lr_factor}
     # Keras applies weight decay decoupled from the gradient (Adam with it is AdamW); 0 means none.
-    return config.named(config.OPTIMIZERS[settings.optimizer])(learning_rate=learning_rate,
-                                                               weight_decay=settings.weight_decay or None)
+    return optimizer_class(learning_rate=learning_rate(settings, steps_per_epoch, unfrozen),
+                           weight_decay=settings.weight_decay or None, **options)
+
+
+def batchnorm_trains(settings):
+    """Whether BatchNorm trains once --freeze_epochs unfreeze the base: --train_batchnorm, else the model's SPEC."""
+    if settings.train_batchnorm is not None:
+        return settings.train_batchnorm
+    return config.MODELS[settings.model].batchnorm_fine_tunes
 
 
 def compiled_model(settings, steps_per_epoch, epochs_done=0):
@@ -115,26 +141,26 @@ def compiled_model(settings, steps_per_epoch, epochs_done=0):
     model = config.build_model(settings)
     if settings.from_ckpt and not epochs_done:  # a resumed run's weights come from its backup
         transfer.load_checkpoint(model, settings.from_ckpt)
-    spec = config.MODELS[settings.model]
+    head = config.MODELS[settings.model].head
     frozen = transfer.frozen_at(settings.freeze_epochs, epochs_done)
     unfrozen = settings.freeze_epochs > 0 and not frozen
     if frozen:
-        transfer.freeze_base(model, spec.head)
+        transfer.freeze_base(model, head)
     elif unfrozen:  # resumed after the switch: as UnfreezeBase left it
-        transfer.unfreeze_base(model, spec)
-    model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen), loss=config.named(config.LOSSES[settings.loss])(),
-                  metrics=["accuracy"])
+        transfer.unfreeze_base(model, head, batchnorm_trains(settings))
+    model.compile(optimizer=make_optimizer(settings, steps_per_epoch, unfrozen, model),
+                  loss=config.named(config.LOSSES[settings.loss])(), metrics=["accuracy"])
     return model
 
 
-def unfreezing(settings, steps_per_epoch):
+def unfreezing(settings, model, steps_per_epoch):
     """The callback that unfreezes the base after --freeze_epochs, when the run goes on past them."""
     import transfer
 
     if not 0 < settings.freeze_epochs < settings.num_epochs:
         return []
-    return [transfer.UnfreezeBase(settings.freeze_epochs, make_optimizer(settings, steps_per_epoch, unfrozen=True),
-                                  config.MODELS[settings.model])]
+    return [transfer.UnfreezeBase(settings.freeze_epochs, make_optimizer(settings, steps_per_epoch, True, model),
+                                  config.MODELS[settings.model].head, batchnorm_trains(settings))]
 
 
 def trim_history(run_dir, epochs):
@@ -194,6 +220,7 @@ class Training:
     done: int  # epochs a resumed run has finished
     best_so_far: float
     cluster: distribute.Cluster
+    started: float  # time.monotonic() when the run began: what --time_budget counts from
 
 
 def prepare(settings, resume, overwrite, cluster):
@@ -205,7 +232,11 @@ def prepare(settings, resume, overwrite, cluster):
     from datagen import open_run_data, run_batches
     from support import onednn
 
+    started = time.monotonic()
     distribute.check(settings.distribute, cluster)
+    if settings.time_budget is not None and cluster.num_processes > 1:
+        raise UserError("--time_budget times an epoch in one process, and each process of a multi-process run would "
+                        "decide apart: give --num_epochs instead")
     if cluster.is_chief:
         check_run_folder(settings.save_to, overwrite, resume)
         doodles.write_if_default(settings.data)
@@ -241,7 +272,7 @@ def prepare(settings, resume, overwrite, cluster):
     else:
         folder = folders.Destination.new(recorded.save_to)
         recorded = config.save(folder.path, recorded)
-    return Training(recorded, train_gen, val_gen, class_weights, model, folder, done, best_so_far, cluster)
+    return Training(recorded, train_gen, val_gen, class_weights, model, folder, done, best_so_far, cluster, started)
 
 
 def fit(training, extra_callbacks=()):
@@ -262,25 +293,48 @@ def fit(training, extra_callbacks=()):
     if training.class_weights:
         print(f"loss weight of each class (--class_weight): "
               f"{class_weight.describe(training.class_weights, settings.class_names)}")
-    run_callbacks = unfreezing(settings, len(training.train_gen)) + callbacks.get(
-        training.folder, [training.train_gen, training.val_gen], settings.keep_checkpoints, settings.early_stopping,
-        training.best_so_far) + list(extra_callbacks)
+    run_callbacks = callbacks.get(training.folder, [training.train_gen, training.val_gen], settings.keep_checkpoints,
+                                  settings.early_stopping, training.best_so_far) + list(extra_callbacks)
     try:
         if transfer.head_on_cached_features(settings.freeze_epochs, done, training.cluster.num_processes):
             done = transfer.fit_head_on_features(model, config.MODELS[settings.model].head, training.train_gen,
                                                  training.val_gen, done, settings.freeze_epochs, settings.num_epochs,
                                                  run_callbacks, training.class_weights)
-        if done < settings.num_epochs and not model.stop_training:
-            # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws
-            # from Python's global random state, which a resumed run does not share with the run it continues.
-            model.fit(training.train_gen, validation_data=training.val_gen, epochs=settings.num_epochs,
-                      initial_epoch=done, shuffle=False, callbacks=run_callbacks,
-                      verbose=(1 if sys.stdout.isatty() else 2) if training.cluster.is_chief else 0,
-                      class_weight=training.class_weights)
+        run_callbacks = unfreezing(settings, model, len(training.train_gen)) + run_callbacks
+        if done < settings.num_epochs and not model.stop_training and time_budget.undecided(settings, done):
+            done = timed_epoch(training, run_callbacks, done)
+        if done < training.settings.num_epochs and not model.stop_training:
+            fit_epochs(training, run_callbacks, done)
     except BaseException:
         training.folder.discard()
         raise
     return model
+
+
+def fit_epochs(training, run_callbacks, done):
+    """model.fit from epoch `done` to the run's last."""
+    # shuffle=False: the generator shuffles from (seed, epoch); Keras' own shuffle of the batch order draws from
+    # Python's global random state, which a resumed run does not share with the run it continues.
+    training.model.fit(training.train_gen, validation_data=training.val_gen,
+                       epochs=training.settings.num_epochs, initial_epoch=done, shuffle=False,
+                       callbacks=run_callbacks, verbose=(1 if sys.stdout.isatty() else 2) if training.cluster.is_chief
+                       else 0, class_weight=training.class_weights)
+
+
+def timed_epoch(training, run_callbacks, done):
+    """--time_budget: train and time one epoch of the whole model, then decide how many follow (time_budget.py):
+    recorded in config.json, and the cosine of the schedule set to end with them. Returns the epochs done."""
+    model, clock = training.model, time_budget.EpochClock()
+    fit_epochs(training, run_callbacks + [clock], done)
+    model.stop_training = clock.stopped_by_others
+    done += 1
+    training.settings = time_budget.decide(training.settings, clock, time.monotonic() - training.started, done)
+    config.write(training.folder.path, training.settings)
+    print(time_budget.describe(training.settings, done), flush=True)
+    model.optimizer.learning_rate = learning_rate(training.settings, len(training.train_gen),
+                                                  unfrozen=training.settings.freeze_epochs > 0)
+    model.make_train_function(force=True)  # the compiled step holds the schedule it was traced with
+    return done
 
 
 def report(training):

@@ -7,7 +7,8 @@ run's best.keras fits a new run of the same model whatever its class count, and 
 Freezing follows the standard Keras fine-tuning recipe: first only the head (the layers the model's SPEC names)
 trains on top of the frozen base (every other layer with weights), whose BatchNorm layers then run in inference
 mode, at `head_lr_factor` times the learning rate, so the random head cannot wreck the pretrained features; then
-everything trains (BatchNorm only if the SPEC lets it) with a fresh optimizer at `unfreeze_lr_factor` times it.
+everything trains (BatchNorm if --train_batchnorm or else the SPEC says so) with a fresh optimizer at
+`unfreeze_lr_factor` times it, the head at `unfrozen_head_lr_factor` times the base's rate (HeadRate).
 
 While the base is frozen, its output for an un-jittered image is the same every epoch, and computing it is nearly
 all the cost of an epoch on a CPU. So the frozen epochs compute it once per image and train the head alone on
@@ -16,6 +17,8 @@ checkpoints, the backup --resume needs); --jitter applies from the first unfroze
 learn from it (a head on frozen features gains little from jittered copies, and each would cost a pass of the
 base). A Dropout before the head is not applied to the cached features (it runs only in the uncached path).
 """
+import functools
+
 import keras
 import numpy as np
 from tqdm import tqdm
@@ -97,12 +100,12 @@ def freeze_base(model, head):
         layer.trainable = False
 
 
-def unfreeze_base(model, spec):
-    """After the frozen epochs every base layer trains; BatchNormalization too, unless the model's SPEC says its
-    pretrained statistics are to be kept (then it stays in inference mode)."""
-    for layer in head_and_base(model, spec.head)[1]:
+def unfreeze_base(model, head, batchnorm_trains):
+    """After the frozen epochs every base layer trains; BatchNormalization too, unless its pretrained statistics are
+    to be kept (then it stays in inference mode)."""
+    for layer in head_and_base(model, head)[1]:
         layer.trainable = True
-        if spec.batchnorm_fine_tunes:
+        if batchnorm_trains:
             continue
         for inner in (weighted_layers(layer) if isinstance(layer, keras.Model) else [layer]):
             if isinstance(inner, keras.layers.BatchNormalization):
@@ -116,27 +119,69 @@ def frozen_at(freeze_epochs, epochs_done):
 
 
 class UnfreezeBase(keras.callbacks.Callback):
-    """At epoch `freeze_epochs`: make the base trainable and train on with `optimizer` (the lower rate).
+    """At epoch `freeze_epochs`: make the base trainable (its BatchNorm too if `batchnorm_trains`) and train on with
+    `optimizer` (the lower rate).
 
     A fresh optimizer, because the frozen phase's holds state only for the head; it is built over every
     variable now, so the backup of every later epoch has the same shape and --resume restores it."""
 
-    def __init__(self, freeze_epochs, optimizer, spec):
+    def __init__(self, freeze_epochs, optimizer, head, batchnorm_trains):
         super().__init__()
-        self.freeze_epochs, self.optimizer, self.spec = freeze_epochs, optimizer, spec
+        self.freeze_epochs, self.optimizer = freeze_epochs, optimizer
+        self.head, self.batchnorm_trains = head, batchnorm_trains
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.freeze_epochs:
             return
-        unfreeze_base(self.model, self.spec)
+        unfreeze_base(self.model, self.head, self.batchnorm_trains)
         optimizer = self.optimizer
         if isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer):  # as compile() wraps it
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
         self.model.optimizer = optimizer
         self.model.make_train_function(force=True)  # the compiled step still updates only the head
-        kept = "" if self.spec.batchnorm_fine_tunes else " but BatchNorm"
+        kept = "" if self.batchnorm_trains else " but BatchNorm"
         print(f"epoch {epoch + 1}: base unfrozen; every layer{kept} trains from here at the lower learning rate")
+
+
+# --- the head's own rate while the base trains ---------------------------------------------------------------
+
+def head_paths(model, head):
+    """The paths of the head's trainable variables (what HeadRate scales)."""
+    return [variable.path for layer in head_and_base(model, head)[0] for variable in layer.trainable_weights]
+
+
+class HeadRate:
+    """Mixed into a Keras optimizer: the variables named in `head_paths` update at `head_factor` times the learning
+    rate, every other at the rate. Keras 3 optimizers have no parameter groups; update_step is where one applies the
+    rate to one variable. (Decoupled weight decay stays at the rate itself.)"""
+
+    def __init__(self, *args, head_paths=(), head_factor=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head_paths, self.head_factor = list(head_paths), float(head_factor)
+        self.head_indices = frozenset()
+
+    def build(self, variables):
+        super().build(variables)
+        self.head_indices = frozenset(index for index, variable in enumerate(variables)
+                                      if variable.path in self.head_paths)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._get_variable_index(variable) in self.head_indices:
+            learning_rate = learning_rate * self.head_factor
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "head_paths": self.head_paths, "head_factor": self.head_factor}
+
+
+@functools.cache
+def with_head_rate(optimizer_class):
+    """`optimizer_class` (Adam, SGD, RMSprop, ...) with HeadRate mixed in; registered, so a saved model's compile
+    configuration names a class Keras knows."""
+    name = f"HeadRate{optimizer_class.__name__}"
+    return keras.saving.register_keras_serializable(package="template", name=name)(
+        type(name, (HeadRate, optimizer_class), {}))
 
 
 # --- the frozen epochs on cached features ------------------------------------------------------------------

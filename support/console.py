@@ -12,6 +12,7 @@ KERAS_TEMPLATE_VERBOSE=1 (verbose.py) turns all of this off, for debugging: ever
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -59,9 +60,19 @@ def captured_output():
             for descriptor, original in enumerate(originals, start=1):
                 os.dup2(original, descriptor)
                 os.close(original)
+            restore_log_streams(held)
             if failed:  # what the libraries said is the explanation now
                 held.seek(0)
                 sys.stderr.write(held.read())
+
+
+def restore_log_streams(held):
+    """Log handlers made inside the block (TensorFlow's logger makes its own at import) write to the stream they were
+    given, the held file, which closes after it: they write to stderr again."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for handler in (handler for logger in loggers for handler in logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and handler.stream is held:
+            handler.setStream(sys.stderr)
 
 
 def _not_harmless(record):

@@ -147,3 +147,18 @@ def test_only_the_known_harmless_messages_are_silenced(caplog):
         absl_logger.warning(console.HARMLESS_LOG_MESSAGES[0] + " This file format is considered legacy.")
         absl_logger.warning("You are saving your model to a folder that is full.")
     assert [record.getMessage() for record in caplog.records] == ["You are saving your model to a folder that is full."]
+
+
+def test_a_logger_made_inside_the_block_writes_to_stderr_after_it(capfd, monkeypatch):
+    # TensorFlow's logger makes its handler when TensorFlow is imported, inside the block, on the held stream.
+    monkeypatch.setattr(verbose, "ON", False)
+    logger = logging.getLogger("made_inside_the_block")
+    monkeypatch.setattr(logger, "propagate", False)
+    with console.captured_output():
+        handler = logging.StreamHandler(sys.stderr)
+        logger.addHandler(handler)
+    try:
+        logger.warning("a library's later warning")
+    finally:
+        logger.removeHandler(handler)
+    assert capfd.readouterr().err == "a library's later warning\n"

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import write_npy
-from datagen import BatchGenerator, ImageGenerator, default_augmenter, select
+import config
+import datagen
+from datagen import BatchGenerator, ImageGenerator, augmenter, run_batches, select
 from support.images import prepare
 from reader import DataReader
 from support.errors import UserError
@@ -126,12 +128,41 @@ def test_worker_processes_give_distinct_repeatable_jitter(big_npy):
     assert len({images.tobytes() for images in in_workers}) == 4
 
 
-@pytest.mark.parametrize("channels", [1, 3], ids=["drawings", "photos"])
-def test_every_default_augmenter_runs_on_this_numpy(channels):
+@pytest.mark.parametrize("kind, channels", [("affine", 1), ("affine", 3), ("crops", 1), ("crops", 3)],
+                         ids=["drawings", "photos", "crops_of_drawings", "crops_of_photos"])
+def test_every_augmenter_runs_on_this_numpy(kind, channels):
     images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, channels), dtype=np.uint8)
-    for augmenter in default_augmenter(channels).get_all_children(flat=True):
-        out = augmenter(images=images)
-        assert out.shape == images.shape and out.dtype == np.uint8, augmenter.name
+    for part in augmenter(kind, channels).get_all_children(flat=True):
+        out = part(images=images)
+        assert out.shape == images.shape and out.dtype == np.uint8, part.name
+
+
+def test_crops_are_random_resized_crops_within_the_declared_area_and_aspect():
+    # Each pixel holds its column in channel 0 and its row in channel 1, so a jittered image shows the box it came from.
+    size = 200
+    rows, columns = np.mgrid[0:size, 0:size]
+    image = np.stack([columns, rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    crops = augmenter("crops", 3)
+    crops.seed_(1)
+    jittered = crops(images=np.stack([image] * 64))
+    widths = jittered[:, :, :, 0].max(axis=(1, 2)) - jittered[:, :, :, 0].min(axis=(1, 2)) + 1.0
+    heights = jittered[:, :, :, 1].max(axis=(1, 2)) - jittered[:, :, :, 1].min(axis=(1, 2)) + 1.0
+    area, aspect = widths * heights / size ** 2, widths / heights
+    assert (datagen.CROP_AREA[0] - 0.03 <= area).all() and (area <= 1).all()
+    assert (datagen.CROP_ASPECT[0] - 0.03 <= aspect).all() and (aspect <= datagen.CROP_ASPECT[1] + 0.03).all()
+    assert area.min() < 0.7 and area.max() > 0.9  # the range is used, not one size
+    flipped = jittered[:, 0, 0, 0] > jittered[:, 0, -1, 0]  # the left edge shows the crop's right side
+    assert 0 < flipped.sum() < 64
+
+
+def test_the_run_settings_choose_the_kind_of_jitter(big_npy):
+    kinds = {}
+    for kind in config.JITTER_KINDS:
+        settings = config.RunConfig(jitter=True, jitter_kind=kind, batch_size=64)
+        train, val = run_batches(settings, big_npy, None)
+        kinds[kind] = [part.name for part in train.augmenter.get_all_children(flat=True)]
+        assert val.augmenter is None
+    assert any("Lambda" in name for name in kinds["crops"]) and not any("Lambda" in name for name in kinds["affine"])
 
 
 # --- calibration images and bad input

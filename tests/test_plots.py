@@ -94,6 +94,18 @@ def test_jitter_preview_of_colour_photos_at_a_model_size(image_tree, tmp_path, c
     assert run_cli(plots.main, args + ["--overwrite"], capsys)[0] == 0
 
 
+def test_jitter_preview_of_random_resized_crops_says_so(image_tree, tmp_path, capsys, monkeypatch):
+    titles = []
+    preview = plots.jitter_preview
+    monkeypatch.setattr(plots, "jitter_preview", lambda *a: titles.append((a[7], a[8])) or preview(*a))
+    path = str(tmp_path / "jitter.png")
+    args = ["jitter", "--data", image_tree, "--input_size", "48,48", "--channels", "3", "--count", "2",
+            "--jitter_kind", "crops", "--save_to", path]
+    assert run_cli(plots.main, args, capsys)[0] == 0
+    assert titles[0][0] == "crops" and titles[0][1].startswith("jitter preview (crops augmenter)")
+    png_size(path)
+
+
 def test_jitter_preview_takes_data_size_and_channels_from_a_run(npy_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -87,13 +87,17 @@ def test_a_run_folder_from_before_head_lr_factor_reads_as_it_trained_and_resumes
                                   "--model_kwargs", '{"filters": [4, 8], "dense_units": 8}', "--freeze_epochs", "1",
                                   "--num_epochs", "2", "--batch_size", "16"]) == 0
     old = json.loads((run_dir / folders.CONFIG).read_text())
-    for newer in ("head_lr_factor", "lr_schedule", "cache_mb", "class_weight", "distribute", "dtype_policy"):
+    for newer in ("head_lr_factor", "lr_schedule", "cache_mb", "class_weight", "distribute", "dtype_policy",
+                  "unfrozen_head_lr_factor", "train_batchnorm", "time_budget", "jitter_kind", "epoch_seconds"):
         del old[newer]  # as train.py wrote config.json before these settings existed
     (run_dir / folders.CONFIG).write_text(json.dumps(old))
     capsys.readouterr()
     settings = config.read(str(run_dir))
     assert (settings.head_lr_factor, settings.lr_schedule, settings.cache_mb) == (1.0, "constant", 0)
     assert (settings.class_weight, settings.distribute, settings.dtype_policy) == (None, "none", "float32")
+    # the head at the base's rate once unfrozen, BatchNorm as the model declares, --num_epochs, affine jitter
+    assert (settings.unfrozen_head_lr_factor, settings.train_batchnorm, settings.time_budget) == (1.0, None, None)
+    assert (settings.jitter_kind, settings.epoch_seconds) == ("affine", None)
     note = capsys.readouterr().err
     assert note.count("\n") == 1 and "head_lr_factor 1.0" in note and "lr_schedule constant" in note
     head_rate = float(train.make_optimizer(settings, steps_per_epoch=4).learning_rate)  # constant: no schedule

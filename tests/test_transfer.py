@@ -195,6 +195,8 @@ def test_resume_across_the_unfreeze_finishes_each_epoch_once_as_if_uninterrupted
     (["--from_ckpt", "NOT_A_RUN"], "expected a run folder, a .keras or .h5 model, or a .weights.h5 file"),
     (["--from_ckpt", "MISSING"], "no such model file"),
     (["--unfreeze_lr_factor", "2"], "--unfreeze_lr_factor: must be in (0, 1]"),
+    (["--unfrozen_head_lr_factor", "0"], "--unfrozen_head_lr_factor: must be a positive number"),
+    (["--train_batchnorm"], "--train_batchnorm says what BatchNorm does once --freeze_epochs unfreeze the base"),
 ])
 def test_bad_transfer_flags_give_one_line_exit_2_and_write_nothing(flags, message, two_classes, tmp_path, capsys):
     logistic.construct((28, 28, 1), 3).save(str(tmp_path / "logistic.keras"))
@@ -247,3 +249,45 @@ def test_frozen_epochs_on_cached_features_train_the_same_head_as_on_images(pretr
     assert [list(row) for row in cached_rows] == [list(row) for row in image_rows]
     for mine, theirs in zip(cached_rows, image_rows):
         assert float(mine["val_accuracy"]) == pytest.approx(float(theirs["val_accuracy"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_while_the_base_trains_the_head_moves_at_its_factor_times_the_rate(optimizer, tmp_path):
+    keras.backend.clear_session()
+    settings = config.RunConfig(model="quickdraw_cnn", model_kwargs={"filters": [4, 8], "dense_units": 8},
+                                class_names=["a", "b"], freeze_epochs=1, num_epochs=3, optimizer=optimizer,
+                                lr_schedule="constant", unfrozen_head_lr_factor=10)
+    model = train.compiled_model(settings, steps_per_epoch=4)
+    head, base = transfer.head_and_base(model, config.MODELS["quickdraw_cnn"].head)
+    transfer.unfreeze_base(model, config.MODELS["quickdraw_cnn"].head, batchnorm_trains=True)
+    unfrozen = train.make_optimizer(settings, steps_per_epoch=4, unfrozen=True, model=model)
+    before = {variable.path: keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables}
+    # One step on gradients of ones: SGD moves each weight by its rate, Adam's first step too (m / sqrt(v) = 1).
+    unfrozen.apply([keras.ops.ones_like(variable) for variable in model.trainable_variables], model.trainable_variables)
+    rate = settings.learning_rate * settings.unfreeze_lr_factor
+    for layers, wanted in ((head, 10 * rate), (base, rate)):
+        for variable in (variable for layer in layers for variable in layer.trainable_weights):
+            moved = before[variable.path] - keras.ops.convert_to_numpy(variable)
+            np.testing.assert_allclose(moved, wanted, rtol=1e-3, err_msg=variable.path)
+    # The frozen epochs' optimizer trains the head alone, at its own rate: no factor there.
+    assert not isinstance(train.make_optimizer(settings, steps_per_epoch=4, model=model), transfer.HeadRate)
+    model.compile(optimizer=unfrozen, loss="sparse_categorical_crossentropy")  # as a run resumed past the unfreeze
+    model.save(str(tmp_path / "model.keras"))  # a saved model names the optimizer, which loads back as it was
+    loaded = keras.saving.load_model(str(tmp_path / "model.keras")).optimizer
+    assert isinstance(loaded, transfer.HeadRate) and loaded.head_factor == 10
+    assert loaded.head_paths == [variable.path for layer in head for variable in layer.trainable_weights]
+
+
+@pytest.mark.parametrize("model, flag", [("efficientnet_lite", "--train_batchnorm"),
+                                         ("quickdraw_cnn", "--no-train_batchnorm")])
+def test_train_batchnorm_overrides_what_the_model_declares_once_the_base_is_unfrozen(model, flag, two_classes,
+                                                                                     tmp_path):
+    run_dir = str(tmp_path / "run")
+    flags = {"efficientnet_lite": ["--model_kwargs", '{"variant": "tiny"}', "--input_size", "32,32"],
+             "quickdraw_cnn": TINY_CNN[2:]}[model]
+    assert train_run(["--data", two_classes, "--save_to", run_dir, "--model", model, *flags, "--freeze_epochs", "1",
+                      "--num_epochs", "2", "--batch_size", "16", "--keep_checkpoints", "2", flag]) == 0
+    epoch_1, epoch_2 = (load(os.path.join(run_dir, "checkpoints", f"epoch_00{n}.keras")) for n in (1, 2))
+    kept = same(weights_of(batch_norms(epoch_1)), weights_of(batch_norms(epoch_2)))
+    assert batch_norms(epoch_1) and kept == (flag == "--no-train_batchnorm")
+    assert config.read(run_dir).train_batchnorm == (flag == "--train_batchnorm")
