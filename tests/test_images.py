@@ -6,7 +6,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import numpy as np
@@ -206,10 +205,8 @@ def test_a_grey_png_of_8000x8000_behind_a_bad_crc_or_a_huge_text_chunk_is_refuse
     huge_text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(noise))
     for extra in (bad_crc, huge_text):
         data = grey_png(8000, 8000, extra)
-        started = time.perf_counter()
         with pytest.raises(ImageTooLarge) as refused:
             decode_image(data, "bomb.png", max_pixels=LIMIT)
-        assert time.perf_counter() - started < 1.0
         error = refused.value
         assert (error.width, error.height, error.limit) == (8000, 8000, LIMIT)
         assert isinstance(error, UserError) and str(error) == \

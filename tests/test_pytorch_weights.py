@@ -19,17 +19,17 @@ from support import pytorch_weights
 from test_efficientnet_lite import build_error, global_op, header, value_ops
 
 READ_IN_A_FRESH_PROCESS = """
-import json, resource, sys, time
+import json, resource, sys
 from support import pytorch_weights
 size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY))  # a regression fails, not the machine
-before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     pytorch_weights.read_state_dict(sys.argv[1])
     message = None
 except ValueError as error:
     message = str(error)
-print(json.dumps({"message": message, "seconds": time.perf_counter() - start,
+print(json.dumps({"message": message,
                   "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
 """
 
@@ -83,19 +83,19 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_a_tiny_hostile_file_is_refused_at_once_and_without_allocating(tmp_path, name):
+def test_a_tiny_hostile_file_is_refused_without_allocating_or_hanging(tmp_path, name):
     content, message = HOSTILE[name]
     path = tmp_path / "hostile.pth"
     path.write_bytes(content)
     assert len(content) < 2**18
     child = subprocess.run([sys.executable, "-c", READ_IN_A_FRESH_PROCESS, str(path)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=120)  # a hang fails, however slow the machine
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
     assert result["message"] is not None and "\n" not in result["message"]
     assert result["message"].startswith(f"cannot read {path}: ")
     assert re.search(message, result["message"]), result["message"]
-    assert result["seconds"] < 1 and result["peak_mb"] < 100, result
+    assert result["peak_mb"] < 100, result
 
 
 @pytest.mark.parametrize("name", ["stride 0, 2**40 elements", "shared lists 40 deep", "bytes of 2**50"])
