@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import config
-import time_budget
 from support import class_weight, distribute, doodles, folders, requirements, storage
 from support.errors import ArgumentParser, UserError, non_negative_int, positive_int, reports_user_errors
 
@@ -279,6 +278,7 @@ def fit(training, extra_callbacks=()):
     """Train the epochs still to do: the frozen ones on cached features where it can, the rest with model.fit.
     A run that fails before its first epoch is done leaves the folder it would replace as it was."""
     import callbacks
+    import time_budget
     import transfer
 
     settings, model, done = training.settings, training.model, training.done
@@ -324,6 +324,8 @@ def fit_epochs(training, run_callbacks, done):
 def timed_epoch(training, run_callbacks, done):
     """--time_budget: train and time one epoch of the whole model, then decide how many follow (time_budget.py):
     recorded in config.json, and the cosine of the schedule set to end with them. Returns the epochs done."""
+    import time_budget
+
     model, clock = training.model, time_budget.EpochClock()
     fit_epochs(training, run_callbacks + [clock], done)
     model.stop_training = clock.stopped_by_others
