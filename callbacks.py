@@ -71,8 +71,19 @@ class EpochLogs(RunWriter):
         tensorboard_events.write_epoch(self.inside(LOGS), epoch, logs or {})
 
 
+def epoch_rank(logs):
+    """How good an epoch's model is, to compare with `<`: its val_accuracy, and among equal accuracies the lower
+    val_loss (None without a validation accuracy). On a small or easy validation set many epochs reach the same
+    accuracy (often all of it), and the first of them, trained at a still high rate, is seldom the best model."""
+    accuracy, loss = logs.get("val_accuracy"), logs.get("val_loss")
+    if accuracy in (None, ""):
+        return None
+    return float(accuracy), -float(loss if loss not in (None, "") else "inf")
+
+
 class BestModel(RunWriter):
-    """best.keras: the model of the best val_accuracy so far (above `best_so_far`, a resumed run's), saved whole.
+    """best.keras: the model of the best epoch so far by epoch_rank (better than `best_so_far`, a resumed run's),
+    saved whole.
 
     Keras' ModelCheckpoint writes the file in place: a kill during the save would leave a truncated best model that
     a resumed run, whose later epochs are not better, never rewrites."""
@@ -82,9 +93,9 @@ class BestModel(RunWriter):
         self.best = best_so_far
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is not None and (self.best is None or accuracy > self.best):
-            self.best = float(accuracy)
+        rank = epoch_rank(logs or {})
+        if rank is not None and (self.best is None or rank > self.best):
+            self.best = rank
             storage.save_model(self.model, self.inside(BEST_MODEL))
 
 

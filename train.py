@@ -217,7 +217,7 @@ class Training:
     model: "keras.Model"
     folder: folders.Destination
     done: int  # epochs a resumed run has finished
-    best_so_far: float
+    best_so_far: tuple  # callbacks.epoch_rank of a resumed run's best epoch
     cluster: distribute.Cluster
     started: float  # time.monotonic() when the run began: what --time_budget counts from
 
@@ -261,7 +261,7 @@ def prepare(settings, resume, overwrite, cluster):
         callbacks.restore(model, recorded.save_to)
         if cluster.is_chief:
             history = trim_history(recorded.save_to, done)
-            best_so_far = max((float(row["val_accuracy"]) for row in history), default=None)
+            best_so_far = max(filter(None, map(callbacks.epoch_rank, history)), default=None)
     # A new run is written beside its place and published after its first epoch (support/folders.py); saving a
     # distributed model is collective: every process saves, but only process 0 into the run folder.
     if not cluster.is_chief:
@@ -351,8 +351,8 @@ def report(training):
         return
     print(f"training curves: {plots.training_curves(settings.save_to)}")
     history = callbacks.read_history(settings.save_to)
-    best = max(history, key=lambda row: float(row["val_accuracy"]))
-    print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1}; "
+    best = max(history, key=callbacks.epoch_rank)  # the epoch best.keras holds
+    print(f"best val_accuracy {float(best['val_accuracy']):.4f} at epoch {int(best['epoch']) + 1} (best.keras); "
           f"{len(history)} epochs run; run folder: {settings.save_to}")
     problem = nothing_learned(training.model, training.val_gen, float(best["val_accuracy"]), cluster.num_processes == 1)
     if problem:

@@ -69,26 +69,25 @@ def text(value):
 
 def integer(value):
     """An int, or its digits as text; never a bool or a float that would be cut."""
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise argparse.ArgumentTypeError(f"must be an integer, got {value!r}")
+    return converted(value, int, int, "an integer")
 
 
 def number(value):
     """A float, from an int, a float or their text; never a bool."""
+    return converted(value, float, (int, float), "a number")
+
+
+def converted(value, kind, accepted, described):
+    """`kind(value)` for text that parses or a value of the `accepted` types (a bool is none of them, though Python
+    counts it an int); anything else is an ArgumentTypeError saying what was `described`."""
     if isinstance(value, str):
         try:
-            return float(value)
+            return kind(value)
         except ValueError:
             pass
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise argparse.ArgumentTypeError(f"must be a number, got {value!r}")
+    elif isinstance(value, accepted) and not isinstance(value, bool):
+        return kind(value)
+    raise argparse.ArgumentTypeError(f"must be {described}, got {value!r}")
 
 
 def positive_int(value):

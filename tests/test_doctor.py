@@ -2,7 +2,6 @@
 split, odd images are named, the data is never touched; train.py --exclude and --split_groups act on its report."""
 import csv
 import hashlib
-import io
 import os
 
 import numpy as np

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 

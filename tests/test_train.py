@@ -120,6 +120,21 @@ def test_keep_last_checkpoints_deletes_the_oldest_by_epoch_number(tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_1001.keras", "epoch_1002.keras"]
 
 
+def test_best_keras_holds_the_best_accuracy_and_of_equal_ones_the_lowest_loss(tmp_path):
+    """On an easy validation set several epochs reach the same accuracy; the first of them is not kept for that."""
+    best = callbacks.BestModel(folders.Destination(str(tmp_path)))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    best.set_model(model)
+    for epoch, (accuracy, loss) in enumerate([(0.9, 0.3), (1.0, 0.5), (1.0, 0.2), (1.0, 0.4), (0.95, 0.1)]):
+        model.layers[0].kernel.assign([[float(epoch)]])
+        best.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+    kept = keras.saving.load_model(str(tmp_path / folders.BEST_MODEL))
+    assert float(kept.layers[0].kernel.numpy()[0, 0]) == 2.0  # epoch 2: accuracy 1.0 at the lowest loss
+    history = [{"epoch": "0", "val_accuracy": "1.0", "val_loss": "0.2"}, {"epoch": "1", "val_accuracy": "1.0",
+                                                                         "val_loss": "0.1"}]
+    assert max(history, key=callbacks.epoch_rank)["epoch"] == "1"  # what a resumed run and the report take
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--model", "resnet_9000"], "invalid choice: 'resnet_9000' (choose from 'quickdraw_cnn'"),
     (["--input_size", "224"], "--input_size: must be H,W"),
