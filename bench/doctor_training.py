@@ -6,7 +6,8 @@
 
 --sets: each set is split 3:1 by bench/photo_recipe.py's hash split; the three quarters get 5 % of their photos moved
 into another class and 20 copied into other classes (bench/doctor_noise.py's spoiling), doctor.py checks them, and
-the README's photo recipe (bench/photo_recipe.py's RECIPE) trains on them twice, as they are and with --exclude
+the template's earlier photo recipe (bench/photo_recipe.py's EARLIER: 2 frozen + 6 unfrozen epochs, the README's
+recipe before --time_budget, a third of its time) trains on them twice, as they are and with --exclude
 label_issues.csv; both models are scored on the held-out quarter, whose labels nobody spoiled.
 --grouped: doctor.py on SET/train as it is, then the recipe trained on it with the template's own split and with
 --split_groups duplicates.csv (each set of near twins on one side); for each, the best validation accuracy beside the
@@ -23,7 +24,7 @@ import numpy as np
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 from doctor_noise import doctor, noisy_copy, table  # noqa: E402  (the same spoiling and the doctor's run)
-from photo_recipe import DEV_SHARE, IMAGENET, RECIPE, run  # noqa: E402  (the recipe and its share of photos)
+from photo_recipe import DEV_SHARE, EARLIER, IMAGENET, run  # noqa: E402  (the recipe and its share of photos)
 
 from datagen import in_train_split  # noqa: E402
 from reader import DataReader  # noqa: E402
@@ -50,7 +51,7 @@ def split(photos, folder):
 def train_and_score(data, held_out, folder, *flags):
     """The recipe on `data`: its best validation accuracy, the top-1 of best.keras on `held_out`, training seconds."""
     run_dir = os.path.join(folder, "run")
-    seconds = run("train.py", "--data", data, *RECIPE, "--model_kwargs", json.dumps(IMAGENET), *flags,
+    seconds = run("train.py", "--data", data, *EARLIER, "--model_kwargs", json.dumps(IMAGENET), *flags,
                   "--save_to", run_dir)
     best_val = max(float(row["val_accuracy"]) for row in table(os.path.join(run_dir, "history.csv")))
     run("evaluate.py", "--model_file", os.path.join(run_dir, "best.keras"), "--data", held_out,
